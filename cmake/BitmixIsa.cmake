@@ -1,0 +1,54 @@
+# Per-ISA compilation. bitmix never compiles the whole library for one instruction set:
+# each ISA-specific translation unit gets its own flags through bitmix_set_isa_flags(), the
+# rest is built for the baseline of the target, and the CPU is checked at run time before
+# any ISA-specific function is called (see src/core/cpu.cpp and src/kernels/dispatch.cpp).
+
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  set(BITMIX_TARGET_X86 ON)
+else()
+  set(BITMIX_TARGET_X86 OFF)
+endif()
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+  set(BITMIX_TARGET_AARCH64 ON)
+else()
+  set(BITMIX_TARGET_AARCH64 OFF)
+endif()
+
+option(BITMIX_ENABLE_AVX2 "Compile the AVX2 kernel paths (x86-64)" ${BITMIX_TARGET_X86})
+option(BITMIX_ENABLE_AVX512 "Compile the AVX-512 (F/BW/VL/VPOPCNTDQ) kernel paths (x86-64)" ${BITMIX_TARGET_X86})
+option(BITMIX_ENABLE_NEON "Compile the NEON kernel paths (AArch64)" ${BITMIX_TARGET_AARCH64})
+
+if((BITMIX_ENABLE_AVX2 OR BITMIX_ENABLE_AVX512) AND NOT BITMIX_TARGET_X86)
+  message(FATAL_ERROR "BITMIX_ENABLE_AVX2/BITMIX_ENABLE_AVX512 need an x86-64 target, "
+                      "this build targets '${CMAKE_SYSTEM_PROCESSOR}'")
+endif()
+if(BITMIX_ENABLE_NEON AND NOT BITMIX_TARGET_AARCH64)
+  message(FATAL_ERROR "BITMIX_ENABLE_NEON needs an AArch64 target, this build targets "
+                      "'${CMAKE_SYSTEM_PROCESSOR}'")
+endif()
+
+set(BITMIX_AVX2_FLAGS -mavx2 -mfma -mbmi -mbmi2 -mpopcnt -mlzcnt -mf16c)
+set(BITMIX_AVX512_FLAGS ${BITMIX_AVX2_FLAGS} -mavx512f -mavx512bw -mavx512vl -mavx512dq
+    -mavx512vpopcntdq)
+set(BITMIX_NEON_FLAGS "")   # Advanced SIMD is part of the AArch64 baseline
+
+# bitmix_set_isa_flags(<avx2|avx512|neon> <source>...)
+function(bitmix_set_isa_flags isa)
+  string(TOUPPER "${isa}" isa_upper)
+  set(flags ${BITMIX_${isa_upper}_FLAGS})
+  if(flags)
+    set_source_files_properties(${ARGN} PROPERTIES COMPILE_OPTIONS "${flags}")
+  endif()
+endfunction()
+
+# The compile definitions that tell dispatch code which paths exist in this build.
+set(BITMIX_ISA_DEFINITIONS "")
+if(BITMIX_ENABLE_AVX2)
+  list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_AVX2=1)
+endif()
+if(BITMIX_ENABLE_AVX512)
+  list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_AVX512=1)
+endif()
+if(BITMIX_ENABLE_NEON)
+  list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_NEON=1)
+endif()

@@ -1,0 +1,11 @@
+#pragma once
+#include "bitmix/core/aligned.hpp"
+#include "bitmix/core/cpu.hpp"
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/file_io.hpp"
+#include "bitmix/core/progress.hpp"
+#include "bitmix/core/rng.hpp"
+#include "bitmix/core/tensor.hpp"
+#include "bitmix/core/thread_pool.hpp"
+#include "bitmix/core/timer.hpp"
+#include "bitmix/core/version.hpp"

@@ -1,0 +1,72 @@
+#pragma once
+// CPU feature detection, done once, and the instruction-set cap.
+//
+// The library picks the best path the CPU supports among those compiled in, capped by
+// BITMIX_MAX_ISA=scalar|avx2|avx512|neon (or set_isa_cap()), so tests and benchmarks can run
+// every path on one machine. Kernel APIs never take an ISA: they ask active_isa().
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bitmix {
+
+// Ordered within an architecture: scalar < avx2 < avx512 on x86-64, scalar < neon on AArch64.
+enum class Isa { scalar, avx2, avx512, neon };
+
+struct CpuFeatures {
+  std::string model_name;  // e.g. "AMD EPYC 9R14" (empty when unknown)
+  bool popcnt = false;
+  bool avx2 = false;
+  bool fma = false;
+  bool bmi2 = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512vpopcntdq = false;
+  bool avx512vnni = false;
+  bool avx_vnni = false;
+  bool neon = false;
+};
+
+// Detected once (thread-safe) on first use.
+const CpuFeatures& cpu_features();
+
+std::string_view isa_name(Isa isa);
+// Parses "scalar", "avx2", "avx512", "neon"; throws ArgumentError naming `what` and the
+// accepted values otherwise.
+Isa parse_isa(std::string_view text, std::string_view what = "ISA");
+
+// True if this build contains the path and this CPU can run it.
+bool isa_available(Isa isa);
+// Every available ISA, scalar first.
+std::vector<Isa> available_isas();
+// The best available ISA, ignoring any cap.
+Isa best_isa();
+
+// The cap: BITMIX_MAX_ISA from the environment unless overridden with set_isa_cap().
+// std::nullopt = no cap. An invalid BITMIX_MAX_ISA throws ArgumentError.
+std::optional<Isa> isa_cap();
+// Overrides the cap (std::nullopt removes it). For tests, benchmarks and the CLI.
+void set_isa_cap(std::optional<Isa> cap);
+// The path the library uses now: the best available ISA not above the cap.
+Isa active_isa();
+
+// One line: "cpu: <model>; features: avx2 fma ...; compiled: scalar avx2 avx512; active: avx512"
+std::string cpu_summary();
+
+// Scoped cap for tests: caps to `isa` and restores the previous cap on destruction.
+class ScopedIsaCap {
+ public:
+  explicit ScopedIsaCap(Isa isa);
+  ~ScopedIsaCap();
+  ScopedIsaCap(const ScopedIsaCap&) = delete;
+  ScopedIsaCap& operator=(const ScopedIsaCap&) = delete;
+
+ private:
+  std::optional<Isa> previous_;
+};
+
+}  // namespace bitmix
