@@ -8,6 +8,11 @@ set(BITMIX_MODULE_TARGETS "" CACHE INTERNAL "")
 set(BITMIX_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
     -Wunused -Woverloaded-virtual -Wnull-dereference -Wdouble-promotion -Wformat=2
     -Wimplicit-fallthrough)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  # GCC 12 reports -Wrestrict false positives inside libstdc++'s string concatenation at -O3
+  # (GCC bug 105329); the warning is useless there and would break -Werror builds.
+  list(APPEND BITMIX_WARNINGS -Wno-restrict)
+endif()
 if(BITMIX_WERROR)
   list(APPEND BITMIX_WARNINGS -Werror)
 endif()

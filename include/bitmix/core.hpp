@@ -9,3 +9,4 @@
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/core/version.hpp"
+#include "bitmix/core/parameter.hpp"
