@@ -1,0 +1,58 @@
+#pragma once
+// Internal interface between the sgemm driver (sgemm.cpp, baseline flags) and the per-ISA
+// kernel translation units (sgemm_scalar.cpp, sgemm_avx2.cpp, sgemm_avx512.cpp).
+//
+// The ISA translation units hold nothing but plain loops and intrinsics inside an anonymous
+// namespace, plus one exported table getter each: no std:: templates and no Eigen. A template
+// instantiated in two translation units compiled with different -m flags would be emitted twice
+// as a weak symbol, and the linker could keep the AVX-512 copy for the baseline path (an ODR
+// violation that crashes only on older CPUs). `nm -C` on the ISA objects lists the table getter
+// as their only global symbol; the blocking, threading and buffers live in sgemm.cpp.
+
+#include <cstdint>
+
+namespace bitmix::detail {
+
+// A run of consecutive columns of an indexed B inside one packed sliver: packed columns
+// [dst, dst + length) come from base + row_offset + src + t * stride.
+struct SgemmColumnRun {
+  int32_t dst;
+  int32_t length;
+  int64_t src;
+  int64_t stride;
+};
+
+struct SgemmKernels {
+  int mr;  // rows of the C tile (panel height of packed A)
+  int nr;  // columns of the C tile (sliver width of packed B)
+
+  // C tile (m_valid x n_valid at c, row stride ldc) = alpha * A_panel * B_sliver + beta * C,
+  // A_panel: kc x mr (mr floats per k step), B_sliver: kc x nr (nr floats per k step).
+  // beta == 0: C is not read. m_valid <= mr, n_valid <= nr.
+  void (*tile)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
+               int m_valid, int n_valid);
+
+  // Packs kc rows of a B sliver: out[r * nr + t] = base[row_offsets[r] + column t]; the runs
+  // cover columns [0, n_valid) in order, columns [n_valid, nr) are zero.
+  void (*pack_b)(int64_t kc, const float* base, const int64_t* row_offsets, const SgemmColumnRun* runs, int run_count,
+                 int n_valid, float* out);
+
+  // The whole sgemm_dot_rows product for columns [n_begin, n_end) of C (see sgemm.hpp), the
+  // segments summed in blocks of `segment_block` (a vector accumulator per C entry within a
+  // block, one horizontal sum per block).
+  void (*dot_rows)(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64_t length, int64_t segments,
+                   int64_t segment_block, const float* const* a_rows, const float* const* b_rows, float alpha,
+                   float beta, float* c, int64_t ldc);
+  int dot_tile_rows;  // C tile of dot_rows
+  int dot_tile_cols;
+};
+
+const SgemmKernels& sgemm_kernels_scalar();
+#if defined(BITMIX_HAVE_AVX2)
+const SgemmKernels& sgemm_kernels_avx2();
+#endif
+#if defined(BITMIX_HAVE_AVX512)
+const SgemmKernels& sgemm_kernels_avx512();
+#endif
+
+}  // namespace bitmix::detail
