@@ -10,3 +10,4 @@
 #include "bitmix/core/timer.hpp"
 #include "bitmix/core/version.hpp"
 #include "bitmix/core/parameter.hpp"
+#include "bitmix/core/plot.hpp"
