@@ -1,0 +1,326 @@
+// The checked driver of the bit-serial convolution: validates arguments, lays out the tile
+// work (pixel offsets, zero-point and odd-level corrections) and runs the active ISA's
+// unchecked kernels over output pixel tiles on the thread pool.
+#include "bitmix/kernels/conv.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <vector>
+
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/thread_pool.hpp"
+#include "conv_internal.hpp"
+#include "kernel_table.hpp"
+#include "layout.hpp"
+
+namespace bitmix::kernels {
+
+int64_t conv_output_size(int64_t in, int64_t kernel, int stride, int pad, const char* what) {
+  if (stride < 1 || stride > 64) throw ArgumentError(fmt::format("{}: stride {} outside 1..64", what, stride));
+  if (pad < 0) throw ArgumentError(fmt::format("{}: padding {} is negative", what, pad));
+  const int64_t span = in + 2 * static_cast<int64_t>(pad) - kernel;
+  if (span < 0)
+    throw ShapeError(fmt::format("{}: kernel {} does not fit an input of {} with padding {}", what, kernel, in, pad));
+  return span / stride + 1;
+}
+
+namespace detail {
+
+ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                        const Epilogue& epilogue, bool packed_output, const char* what) {
+  if (input.empty()) throw ArgumentError(fmt::format("{}: input activations are empty", what));
+  if (weights.empty()) throw ArgumentError(fmt::format("{}: weights are empty", what));
+  const WeightSpec& s = weights.spec();
+  if (s.in_channels != input.channels())
+    throw ShapeError(fmt::format("{}: weights expect {} input channels, input has {} (shape {})", what, s.in_channels,
+                                 input.channels(), shape_to_string(input.shape())));
+  if (epilogue.channels() != s.out_channels)
+    throw ShapeError(fmt::format("{}: epilogue has {} channels, weights have {} output channels", what,
+                                 epilogue.channels(), s.out_channels));
+  if (packed_output && !epilogue.requantizes())
+    throw ArgumentError(fmt::format("{}: packed output needs a requantizing epilogue (Epilogue::requantize)", what));
+  if (!packed_output && epilogue.requantizes())
+    throw ArgumentError(fmt::format("{}: float output needs a float epilogue (Epilogue::float_output)", what));
+  if (params.pad_h > input.border() || params.pad_w > input.border())
+    throw ArgumentError(fmt::format("{}: padding ({}, {}) exceeds the input's stored border {}; pack the input with "
+                                    "border >= the padding",
+                                    what, params.pad_h, params.pad_w, input.border()));
+  ConvGeometry g;
+  g.batch = input.batch();
+  g.channels = input.channels();
+  g.height = input.height();
+  g.width = input.width();
+  g.out_channels = s.out_channels;
+  g.kernel_h = s.kernel_h;
+  g.kernel_w = s.kernel_w;
+  g.stride_h = params.stride_h;
+  g.stride_w = params.stride_w;
+  g.pad_h = params.pad_h;
+  g.pad_w = params.pad_w;
+  g.out_height = conv_output_size(g.height, g.kernel_h, params.stride_h, params.pad_h, what);
+  g.out_width = conv_output_size(g.width, g.kernel_w, params.stride_w, params.pad_w, what);
+  // Every partial sum of the bit-serial decomposition stays below reduction * 2^(M + K + 1);
+  // keep that inside int32 (with one spare value for the epilogue's "never" threshold).
+  const int64_t reduction = (s.depthwise ? 1 : g.channels) * g.kernel_h * g.kernel_w;
+  const int shift = s.bits + input.bits() + 1;
+  if (reduction > (int64_t{0x7ffffffe} >> shift))
+    throw ArgumentError(fmt::format("{}: a reduction of {} terms at {}-bit weights and {}-bit activations may overflow "
+                                    "the int32 accumulator (limit {} terms)",
+                                    what, reduction, s.bits, input.bits(), int64_t{0x7ffffffe} >> shift));
+  return g;
+}
+
+namespace {
+
+// Sum of the codes of every stored pixel (all channels), for the odd-level correction.
+std::vector<int32_t> pixel_code_sums(const PackedActivations& input) {
+  const int64_t sh = input.stored_height(), sw = input.stored_width(), n_img = input.batch();
+  const int64_t pixel_bytes = input.pixel_bits() / 8;
+  std::vector<int32_t> sums(static_cast<std::size_t>(n_img * sh * sw), 0);
+  parallel_for(n_img * sh, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t nr = begin; nr < end; ++nr) {
+      const int64_t n = nr / sh, r = nr % sh;
+      int32_t* out = sums.data() + nr * sw;
+      for (int j = 0; j < input.bits(); ++j) {
+        const uint8_t* row = input.data() + input.row_offset(n, r, j);
+        for (int64_t x = 0; x < sw; ++x) {
+          int32_t count = 0;
+          for (int64_t b = 0; b < pixel_bytes; ++b) count += std::popcount(row[x * pixel_bytes + b]);
+          out[x] += count << j;
+        }
+      }
+    }
+  });
+  return sums;
+}
+
+// All codes of the stored input (border included) as [n][stored row][stored col][channel].
+std::vector<uint8_t> unpack_codes(const PackedActivations& input) {
+  const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
+  const int64_t pixel_bits = input.pixel_bits();
+  std::vector<uint8_t> codes(static_cast<std::size_t>(input.batch() * sh * sw * c), 0);
+  parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t nr = begin; nr < end; ++nr) {
+      const int64_t n = nr / sh, r = nr % sh;
+      uint8_t* out = codes.data() + nr * sw * c;
+      for (int j = 0; j < input.bits(); ++j) {
+        const uint8_t* row = input.data() + input.row_offset(n, r, j);
+        for (int64_t x = 0; x < sw; ++x)
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const int64_t bit = x * pixel_bits + ch;
+            out[x * c + ch] = static_cast<uint8_t>(out[x * c + ch] | (((row[bit / 8] >> (bit % 8)) & 1u) << j));
+          }
+      }
+    }
+  });
+  return codes;
+}
+
+struct OutputTarget {
+  float* out_float = nullptr;
+  PackedActivations* out_packed = nullptr;
+};
+
+void run_conv(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
+              const ConvGeometry& g, const OutputTarget& target) {
+  const KernelTable& table = kernel_table();
+  const WeightSpec& spec = weights.spec();
+  const int64_t out_pixels_per_image = g.out_height * g.out_width;
+  const int64_t total_pixels = g.batch * out_pixels_per_image;
+  const int64_t tiles = ceil_div(total_pixels, kTilePixels);
+  const int64_t blocks = ceil_div(g.out_channels, kLanes);
+  const int border = input.border();
+  const int act_bits = input.bits();
+  const int32_t z = input.quant().zero_point;
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise;
+
+  // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
+  std::vector<int32_t> lane_offsets(static_cast<std::size_t>(blocks * kLanes), 0);
+  for (int64_t oc = 0; oc < g.out_channels; ++oc)
+    lane_offsets[static_cast<std::size_t>(oc)] = static_cast<int32_t>(-z * weights.channel_sums()[static_cast<std::size_t>(oc)]);
+
+  std::vector<int32_t> code_sums;
+  if (odd) code_sums = pixel_code_sums(input);
+  std::vector<uint8_t> codes;
+  if (spec.depthwise) codes = unpack_codes(input);
+
+  const int64_t sh = input.stored_height(), sw = input.stored_width();
+  const int64_t in_pixel_bytes = input.pixel_bits() / 8;
+  const int64_t in_plane_stride = input.row_stride();
+  const int64_t in_row_stride = input.row_stride() * act_bits;
+
+  PackedActivations* packed = target.out_packed;
+  const int64_t out_pixel_bytes = packed ? packed->pixel_bits() / 8 : 0;
+  const int out_border = packed ? packed->border() : 0;
+
+  parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+    alignas(64) std::array<int64_t, kTilePixels> in_offsets{};
+    alignas(64) std::array<int64_t, kTilePixels> out_offsets{};
+    alignas(64) std::array<int32_t, kTilePixels> pixel_offsets{};
+    alignas(64) std::array<int32_t, kTilePixels * kLanes> acc{};
+    alignas(64) std::array<int64_t, kTilePixels> window_rows{};  // n * sh + first stored row
+    alignas(64) std::array<int64_t, kTilePixels> window_cols{};  // first stored column
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t p0 = tile * kTilePixels;
+      const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
+      for (int q = 0; q < kTilePixels; ++q) {
+        const int64_t p = p0 + std::min(q, pixels - 1);
+        const int64_t n = p / out_pixels_per_image, rem = p % out_pixels_per_image;
+        const int64_t oh = rem / g.out_width, ow = rem % g.out_width;
+        const int64_t r0 = oh * g.stride_h + border - g.pad_h;
+        const int64_t c0 = ow * g.stride_w + border - g.pad_w;
+        window_rows[q] = n * sh + r0;
+        window_cols[q] = c0;
+        in_offsets[q] = n * input.image_stride() + r0 * in_row_stride + c0 * in_pixel_bytes;
+        if (packed)
+          out_offsets[q] = packed->row_offset(n, oh + out_border, 0) + (ow + out_border) * out_pixel_bytes;
+        else
+          out_offsets[q] = n * g.out_channels * out_pixels_per_image + rem;
+      }
+      if (odd) {
+        const int32_t factor = -((1 << spec.bits) - 1);
+        for (int q = 0; q < pixels; ++q) {
+          int32_t sum = 0;
+          for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+            const int32_t* row = code_sums.data() + (window_rows[q] + kh) * sw + window_cols[q];
+            for (int64_t kw = 0; kw < g.kernel_w; ++kw) sum += row[kw];
+          }
+          pixel_offsets[q] = factor * sum;
+        }
+      }
+      for (int64_t block = 0; block < blocks; ++block) {
+        if (spec.depthwise) {
+          depthwise_tile(codes.data(), weights, g, sw, window_rows.data(), window_cols.data(), pixels, block,
+                         acc.data());
+        } else {
+          DenseTile t;
+          t.weights = weights.words().data() + block * weights.block_words();
+          t.input = input.data();
+          t.pixel_offsets = in_offsets.data();
+          t.pixels = pixels;
+          t.plane_stride = in_plane_stride;
+          t.row_stride = in_row_stride;
+          t.kernel_h = static_cast<int>(g.kernel_h);
+          t.words_per_row = static_cast<int>(weights.words_per_row());
+          t.weight_planes = spec.bits;
+          t.act_planes = act_bits;
+          t.odd_levels = spec.encoding == WeightEncoding::odd_levels;
+          table.dense_tile(t, acc.data());
+        }
+        EpilogueTile e;
+        e.acc = acc.data();
+        e.pixels = pixels;
+        e.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - block * kLanes));
+        e.lane_offset = lane_offsets.data() + block * kLanes;
+        e.pixel_offset = odd ? pixel_offsets.data() : nullptr;
+        e.scale = epilogue.padded_scale() + block * kLanes;
+        e.bias = epilogue.padded_bias() + block * kLanes;
+        e.relu = epilogue.relu();
+        e.out_offsets = out_offsets.data();
+        if (packed) {
+          e.out_packed = packed->data() + block * (kLanes / 8);
+          e.plane_stride = packed->row_stride();
+          e.out_quant = packed->quant();
+          e.thresholds = epilogue.uses_thresholds() ? epilogue.threshold_block(block) : nullptr;
+        } else {
+          e.out_float = target.out_float + block * kLanes * out_pixels_per_image;
+          e.lane_stride = out_pixels_per_image;
+        }
+        table.epilogue_tile(e);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void depthwise_tile(const uint8_t* codes, const PackedWeights& weights, const ConvGeometry& g, int64_t stored_width,
+                    const int64_t* window_rows, const int64_t* window_cols, int pixels, int64_t block, int32_t* acc) {
+  // Not bit-serial: each output channel reads one input channel, so there is no reduction over
+  // channels to pack into words. Codes are multiplied directly (exact integers on every path).
+  const int64_t c = g.channels, multiplier = g.out_channels / g.channels;
+  const std::span<const int32_t> taps = weights.depthwise_taps();
+  const int64_t oc0 = block * kLanes;
+  const int lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - oc0));
+  for (int q = 0; q < pixels; ++q) {
+    int32_t* out = acc + q * kLanes;
+    std::fill(out, out + kLanes, 0);
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const uint8_t* pixel = codes + ((window_rows[q] + kh) * stored_width + window_cols[q] + kw) * c;
+        const int32_t* w = taps.data() + (kh * g.kernel_w + kw) * g.out_channels + oc0;
+        for (int l = 0; l < lanes; ++l) out[l] += w[l] * static_cast<int32_t>(pixel[(oc0 + l) / multiplier]);
+      }
+  }
+}
+
+}  // namespace detail
+
+void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+            const Epilogue& epilogue, Tensor& out) {
+  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, false, "conv2d");
+  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
+  if (out.shape() != shape) out = Tensor(shape);
+  detail::OutputTarget target;
+  target.out_float = out.data();
+  detail::run_conv(input, weights, epilogue, g, target);
+}
+
+Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+              const Epilogue& epilogue) {
+  Tensor out;
+  conv2d(input, weights, params, epilogue, out);
+  return out;
+}
+
+void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+            const Epilogue& epilogue, PackedActivations& out) {
+  if (&out == &input) throw ArgumentError("conv2d: the packed output must not be the input");
+  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, true, "conv2d");
+  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
+  if (out.empty() || out.shape() != shape || !(out.quant() == epilogue.out_quant()) ||
+      out.border() != epilogue.out_border())
+    out = PackedActivations(g.batch, g.out_channels, g.out_height, g.out_width, epilogue.out_quant(),
+                            epilogue.out_border());
+  else
+    out.fill_border();
+  detail::OutputTarget target;
+  target.out_packed = &out;
+  detail::run_conv(input, weights, epilogue, g, target);
+}
+
+namespace {
+void check_gemm(const PackedActivations& input, const PackedWeights& weights) {
+  const WeightSpec& s = weights.spec();
+  if (!weights.empty() && (s.depthwise || s.kernel_h != 1 || s.kernel_w != 1))
+    throw ArgumentError(fmt::format("gemm: weights must be a dense 1x1 spec, got {}x{}{}", s.kernel_h, s.kernel_w,
+                                    s.depthwise ? " depthwise" : ""));
+  if (!input.empty() && (input.height() != 1 || input.width() != 1))
+    throw ShapeError(fmt::format("gemm: input must be [N, K, 1, 1], got {}", shape_to_string(input.shape())));
+}
+}  // namespace
+
+void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out) {
+  check_gemm(input, weights);
+  const Shape shape{input.batch(), weights.spec().out_channels};
+  if (out.shape() != shape) out = Tensor(shape);
+  out.reshape({input.batch(), weights.spec().out_channels, 1, 1});
+  try {
+    conv2d(input, weights, Conv2dParams{}, epilogue, out);
+  } catch (...) {
+    out.reshape(shape);
+    throw;
+  }
+  out.reshape(shape);
+}
+
+void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
+          PackedActivations& out) {
+  check_gemm(input, weights);
+  conv2d(input, weights, Conv2dParams{}, epilogue, out);
+}
+
+}  // namespace bitmix::kernels

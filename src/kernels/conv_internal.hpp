@@ -1,0 +1,25 @@
+#pragma once
+// Shared by the driver (conv.cpp) and the reference (reference.cpp).
+
+#include <cstdint>
+
+#include "bitmix/kernels/conv.hpp"
+
+namespace bitmix::kernels::detail {
+
+struct ConvGeometry {
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t out_height = 0, out_width = 0;
+};
+
+// Validates everything conv2d needs and returns the geometry; throws bitmix::Error subclasses.
+ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                        const Epilogue& epilogue, bool packed_output, const char* what);
+
+// Depthwise accumulators (before the zero-point fold) of one tile for one 16-lane block.
+void depthwise_tile(const uint8_t* codes, const PackedWeights& weights, const ConvGeometry& g, int64_t stored_width,
+                    const int64_t* window_rows, const int64_t* window_cols, int pixels, int64_t block, int32_t* acc);
+
+}  // namespace bitmix::kernels::detail

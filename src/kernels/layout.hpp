@@ -1,0 +1,48 @@
+#pragma once
+// Small layout helpers shared by the driver, the packers and every ISA's kernels.
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+#include "bitmix/kernels/activations.hpp"
+
+namespace bitmix::kernels::detail {
+
+static_assert(std::endian::native == std::endian::little,
+              "packed planes are read as little-endian words; big-endian targets are not supported");
+
+// Bytes after the last row that a window read may touch (a 32-bit word starting inside the
+// last row can extend 3 bytes past it; the weights' zero bits cancel whatever is there).
+inline constexpr int64_t kInputSlackBytes = 64;
+
+constexpr int64_t round_up(int64_t value, int64_t multiple) noexcept {
+  return (value + multiple - 1) / multiple * multiple;
+}
+constexpr int64_t ceil_div(int64_t value, int64_t divisor) noexcept { return (value + divisor - 1) / divisor; }
+
+inline uint32_t load_u32(const uint8_t* p) noexcept {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Writes the code `code` into plane `plane` of pixels [x_begin, x_end) of stored row `row`.
+// Pixels start on byte boundaries (Cs is a multiple of 8), so whole bytes are written.
+inline void fill_pixels_with_code(PackedActivations& a, int64_t n, int64_t row, int plane, int64_t x_begin,
+                                  int64_t x_end, int32_t code) {
+  const bool bit = ((code >> plane) & 1) != 0;
+  const int64_t channels = a.channels(), pixel_bytes = a.pixel_bits() / 8;
+  uint8_t* base = a.data() + a.row_offset(n, row, plane);
+  for (int64_t x = x_begin; x < x_end; ++x) {
+    uint8_t* p = base + x * pixel_bytes;
+    if (!bit) {
+      std::memset(p, 0, static_cast<std::size_t>(pixel_bytes));
+      continue;
+    }
+    std::memset(p, 0xff, static_cast<std::size_t>(channels / 8));
+    if (channels % 8 != 0) p[channels / 8] = static_cast<uint8_t>((1u << (channels % 8)) - 1);
+  }
+}
+
+}  // namespace bitmix::kernels::detail

@@ -1,0 +1,14 @@
+// The portable scalar path: plain C++ with a bit-twiddling popcount, for any CPU.
+#include "scalar/scalar_kernels.hpp"
+
+namespace bitmix::kernels::detail {
+
+const KernelTable kScalarTable = {
+    Isa::scalar,
+    scalar::dense_tile,
+    scalar::epilogue_tile,
+    scalar::quantize,
+    scalar::pack_pixels,
+};
+
+}  // namespace bitmix::kernels::detail

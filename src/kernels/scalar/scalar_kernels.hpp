@@ -1,0 +1,119 @@
+#pragma once
+// Portable scalar kernels. The scalar path uses them whole; the SIMD paths reuse pieces for
+// remainders. Header-only so every ISA's translation unit inlines them with its own flags.
+
+#include <cstdint>
+#include <cstring>
+
+#include "bitmix/kernels/activations.hpp"
+#include "kernel_table.hpp"
+#include "layout.hpp"
+
+namespace bitmix::kernels::detail::scalar {
+
+// Bit-twiddling popcount: baseline x86-64 has no POPCNT instruction, and std::popcount would
+// become a libgcc call there.
+inline uint32_t popcount32(uint32_t x) noexcept {
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  x = (x + (x >> 4)) & 0x0f0f0f0fu;
+  return (x * 0x01010101u) >> 24;
+}
+
+inline int32_t plane_coefficient(int i, int j, int weight_planes, bool odd_levels) noexcept {
+  int32_t c = int32_t{1} << (i + j);
+  if (odd_levels) return 2 * c;
+  return i == weight_planes - 1 ? -c : c;
+}
+
+inline void dense_tile(const DenseTile& t, int32_t* out) {
+  const int m = t.weight_planes, k = t.act_planes;
+  for (int q = 0; q < t.pixels; ++q) {
+    int32_t acc[kLanes] = {};
+    const uint8_t* pixel = t.input + t.pixel_offsets[q];
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < k; ++j) {
+        int32_t counts[kLanes] = {};
+        for (int kh = 0; kh < t.kernel_h; ++kh)
+          for (int d = 0; d < t.words_per_row; ++d) {
+            const uint32_t a = load_u32(pixel + kh * t.row_stride + j * t.plane_stride + 4 * d);
+            const uint32_t* w = t.weights + ((kh * t.words_per_row + d) * m + i) * kLanes;
+            for (int l = 0; l < kLanes; ++l) counts[l] += static_cast<int32_t>(popcount32(w[l] & a));
+          }
+        const int32_t coef = plane_coefficient(i, j, m, t.odd_levels);
+        for (int l = 0; l < kLanes; ++l) acc[l] += coef * counts[l];
+      }
+    std::memcpy(out + q * kLanes, acc, sizeof acc);
+  }
+}
+
+// acc_int of (pixel q, lane l) as the epilogue definition starts it.
+inline int32_t accumulator(const EpilogueTile& e, int q, int l) noexcept {
+  return e.acc[q * kLanes + l] + e.lane_offset[l] + (e.pixel_offset ? e.pixel_offset[q] : 0);
+}
+
+inline float epilogue_value(const EpilogueTile& e, int32_t acc, int l) noexcept {
+  const float t = static_cast<float>(acc) * e.scale[l];
+  float y = t + e.bias[l];
+  if (e.relu) y = y > 0.0f ? y : 0.0f;
+  return y;
+}
+
+inline uint8_t epilogue_code(const EpilogueTile& e, int32_t acc, int l) noexcept {
+  if (e.thresholds) {
+    const int32_t a = e.thresholds[l] * acc;
+    const int count = e.out_quant.max_code();
+    int code = 0;
+    for (int k = 1; k <= count; ++k) code += a >= e.thresholds[k * kLanes + l] ? 1 : 0;
+    return static_cast<uint8_t>(code);
+  }
+  return quantize_code(epilogue_value(e, acc, l), e.out_quant);
+}
+
+// Stores the codes of pixel q (lanes >= e.lanes must be 0) as plane bytes.
+inline void store_code_planes(const EpilogueTile& e, int q, const uint8_t* codes) noexcept {
+  const int bytes = e.lanes >= kLanes ? 2 : (e.lanes + 7) / 8;
+  uint8_t* dst = e.out_packed + e.out_offsets[q];
+  for (int j = 0; j < e.out_quant.bits; ++j) {
+    uint32_t bits = 0;
+    for (int l = 0; l < kLanes; ++l) bits |= static_cast<uint32_t>((codes[l] >> j) & 1) << l;
+    for (int b = 0; b < bytes; ++b) dst[j * e.plane_stride + b] = static_cast<uint8_t>(bits >> (8 * b));
+  }
+}
+
+inline void epilogue_pixels(const EpilogueTile& e, int q_begin, int q_end) {
+  for (int q = q_begin; q < q_end; ++q) {
+    if (e.out_float) {
+      for (int l = 0; l < e.lanes; ++l)
+        e.out_float[e.out_offsets[q] + l * e.lane_stride] = epilogue_value(e, accumulator(e, q, l), l);
+    } else {
+      uint8_t codes[kLanes] = {};
+      for (int l = 0; l < e.lanes; ++l) codes[l] = epilogue_code(e, accumulator(e, q, l), l);
+      store_code_planes(e, q, codes);
+    }
+  }
+}
+
+inline void epilogue_tile(const EpilogueTile& e) { epilogue_pixels(e, 0, e.pixels); }
+
+inline void quantize(const float* x, int64_t stride, int64_t count, const ActivationQuant& q, uint8_t* codes) {
+  for (int64_t i = 0; i < count; ++i) codes[i] = quantize_code(x[i * stride], q);
+}
+
+inline void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t pixel_bits, int bits,
+                        int64_t first_pixel, uint8_t* out, int64_t plane_stride) {
+  const int64_t pixel_bytes = pixel_bits / 8;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const uint8_t* c = codes + p * channels;
+    for (int j = 0; j < bits; ++j) {
+      uint8_t* dst = out + j * plane_stride + (first_pixel + p) * pixel_bytes;
+      for (int64_t b = 0; b < pixel_bytes; ++b) {
+        uint32_t byte = 0;
+        for (int64_t t = 0; t < 8 && 8 * b + t < channels; ++t) byte |= ((c[8 * b + t] >> j) & 1u) << t;
+        dst[b] = static_cast<uint8_t>(byte);
+      }
+    }
+  }
+}
+
+}  // namespace bitmix::kernels::detail::scalar

@@ -1,0 +1,197 @@
+// Every compiled path equals the integer reference exactly.
+//
+// The grid: all 64 (M, K) pairs; channels {1, 3, 63, 64, 65, 130}; odd and even
+// spatial sizes; stride 1 and 2; padding 0 and 1; kernel 1 and 3; batch 1 and 3; groups 1 and
+// depthwise. The full cartesian product would not fit the CI budget (the NEON path runs under
+// qemu), so it is covered in two ways:
+//   * kCases is a covering set of 12 shapes in which every value of every shape factor occurs,
+//     and every pair of the binary factors (stride, pad, kernel, batch, groups) occurs;
+//   * every (M, K) pair runs on two of those shapes (rotating, so each shape meets several
+//     pairs), once per weight encoding and with a rotating output kind (float, float + ReLU,
+//     requantized to K' = 1..8 bits with border 0 or 1);
+//   * every shape runs at the corner pairs (1,1), (8,8), (1,8), (8,1), (2,3), both encodings.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/thread_pool.hpp"
+#include "kernel_test_util.hpp"
+
+namespace bitmix::kernels {
+namespace {
+
+struct ConvCase {
+  int64_t batch, channels, height, width, out_channels;
+  int kernel, stride, pad;
+  bool depthwise;
+};
+
+std::ostream& operator<<(std::ostream& os, const ConvCase& c) {
+  return os << "[N=" << c.batch << " C=" << c.channels << " " << c.height << "x" << c.width << " OC=" << c.out_channels
+            << " k=" << c.kernel << " s=" << c.stride << " p=" << c.pad << (c.depthwise ? " depthwise" : "") << "]";
+}
+
+// N, C, H, W, OC, kernel, stride, pad, depthwise
+const ConvCase kCases[] = {
+    {1, 1, 5, 5, 16, 3, 1, 1, false},     {3, 3, 6, 6, 17, 3, 2, 1, false},    {1, 63, 7, 7, 5, 1, 1, 0, false},
+    {1, 64, 4, 4, 33, 3, 2, 0, false},    {3, 65, 5, 4, 16, 3, 1, 1, false},   {1, 130, 3, 3, 9, 1, 2, 1, false},
+    {3, 1, 6, 6, 1, 1, 2, 0, false},      {1, 3, 5, 5, 3, 3, 1, 1, true},      {3, 64, 6, 6, 64, 3, 2, 1, true},
+    {1, 65, 7, 7, 130, 3, 1, 0, true},    {1, 130, 4, 4, 20, 3, 1, 1, false},  {3, 63, 6, 5, 31, 3, 2, 1, false},
+    {1, 1, 4, 4, 2, 1, 1, 1, true},       {3, 130, 3, 4, 130, 1, 1, 0, true},
+};
+constexpr int kCaseCount = static_cast<int>(sizeof(kCases) / sizeof(kCases[0]));
+
+enum class OutputKind { float_plain, float_relu, packed };
+
+struct BitRun {
+  int weight_bits, act_bits;
+  WeightEncoding encoding;
+  OutputKind output;
+  int out_bits;
+  int out_border;
+};
+
+// Runs one case on the active path and on the reference; returns a failure describing the
+// first difference.
+::testing::AssertionResult check_case(const ConvCase& cc, const BitRun& run, uint64_t seed) {
+  Rng rng(seed);
+  const int border = cc.pad + static_cast<int>(seed % 2);  // sometimes more border than padding
+  const PackedActivations input =
+      testing::random_activations(rng, cc.batch, cc.channels, cc.height, cc.width, run.act_bits, border);
+  WeightSpec spec{cc.out_channels, cc.channels, cc.kernel, cc.kernel, run.weight_bits, run.encoding, cc.depthwise};
+  const PackedWeights weights = testing::random_weights(rng, spec);
+  const Conv2dParams params{cc.stride, cc.stride, cc.pad, cc.pad};
+  auto [scale, bias] = testing::random_scale_bias(rng, cc.out_channels, 4.0f / static_cast<float>(1 << (run.weight_bits + run.act_bits)));
+  if (run.output == OutputKind::packed) {
+    ActivationQuant out_q{run.out_bits, 0.7f, static_cast<int32_t>(rng.below(uint64_t{1} << run.out_bits))};
+    const Epilogue e = Epilogue::requantize(scale, bias, seed % 3 == 0, out_q, run.out_border);
+    PackedActivations fast, slow;
+    conv2d(input, weights, params, e, fast);
+    reference::conv2d(input, weights, params, e, slow);
+    return testing::same_codes(fast, slow);
+  }
+  const Epilogue e = Epilogue::float_output(scale, bias, run.output == OutputKind::float_relu);
+  Tensor fast, slow;
+  conv2d(input, weights, params, e, fast);
+  reference::conv2d(input, weights, params, e, slow);
+  auto result = testing::same_bits(fast, slow);
+  if (!result) return result;
+  // and the raw accumulators through the identity epilogue
+  conv2d(input, weights, params, Epilogue::identity(cc.out_channels), fast);
+  reference::conv2d(input, weights, params, Epilogue::identity(cc.out_channels), slow);
+  return testing::same_bits(fast, slow);
+}
+
+std::string describe(const ConvCase& cc, const BitRun& r) {
+  std::ostringstream os;
+  os << cc << " W" << r.weight_bits << "A" << r.act_bits << " " << encoding_name(r.encoding) << " output="
+     << (r.output == OutputKind::packed ? "packed" : r.output == OutputKind::float_relu ? "float+relu" : "float")
+     << " out_bits=" << r.out_bits << " out_border=" << r.out_border;
+  return os.str();
+}
+
+class ConvPaths : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  for (int m = 1; m <= 8; ++m)
+    for (int k = 1; k <= 8; ++k) {
+      const int idx = (m - 1) * 8 + (k - 1);
+      for (int variant = 0; variant < 2; ++variant) {
+        const ConvCase& cc = kCases[(idx * 5 + variant * 7) % kCaseCount];
+        BitRun run;
+        run.weight_bits = m;
+        run.act_bits = k;
+        run.encoding = (idx + variant) % 2 == 0 ? WeightEncoding::twos_complement : WeightEncoding::odd_levels;
+        run.output = static_cast<OutputKind>((idx + variant) % 3);
+        run.out_bits = 1 + (idx + 3 * variant) % 8;
+        run.out_border = (idx / 3 + variant) % 2;
+        ASSERT_TRUE(check_case(cc, run, 1000 + static_cast<uint64_t>(idx * 2 + variant))) << describe(cc, run);
+      }
+    }
+}
+
+TEST_P(ConvPaths, EveryShapeAtCornerBitPairs) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  const std::pair<int, int> corners[] = {{1, 1}, {8, 8}, {1, 8}, {8, 1}, {2, 3}};
+  int i = 0;
+  for (const ConvCase& cc : kCases)
+    for (auto [m, k] : corners)
+      for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
+        BitRun run{m, k, enc, static_cast<OutputKind>(i % 3), 1 + i % 3, i % 2};
+        ASSERT_TRUE(check_case(cc, run, 5000 + static_cast<uint64_t>(i))) << describe(cc, run);
+        ++i;
+      }
+}
+
+TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  // Several tiles of 48 pixels, several 16-lane blocks, a stride-2 downsampling and a 1x1
+  // shortcut reading an input stored with a larger border.
+  const ConvCase cases[] = {{2, 16, 12, 12, 32, 3, 1, 1, false}, {2, 32, 12, 12, 64, 3, 2, 1, false},
+                            {2, 32, 12, 12, 64, 1, 2, 0, false}};
+  int i = 0;
+  for (const ConvCase& cc : cases)
+    for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}}) {
+      BitRun run{m, k, i % 2 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement,
+              static_cast<OutputKind>(i % 3), 1 + i % 4, 1};
+      ASSERT_TRUE(check_case(cc, run, 9000 + static_cast<uint64_t>(i))) << describe(cc, run);
+      ++i;
+    }
+}
+
+TEST_P(ConvPaths, ResultsDoNotDependOnTheThreadCount) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  Rng rng(77);
+  const PackedActivations input = testing::random_activations(rng, 3, 16, 9, 9, 2, 1);
+  const PackedWeights weights = testing::random_weights(rng, {24, 16, 3, 3, 2, WeightEncoding::odd_levels, false});
+  auto [scale, bias] = testing::random_scale_bias(rng, 24, 0.05f);
+  const Epilogue e = Epilogue::float_output(scale, bias, true);
+  set_num_threads(1);
+  const Tensor one = conv2d(input, weights, Conv2dParams{1, 1, 1, 1}, e);
+  set_num_threads(2);
+  const Tensor two = conv2d(input, weights, Conv2dParams{1, 1, 1, 1}, e);
+  set_num_threads(0);
+  EXPECT_TRUE(testing::same_bits(one, two));
+}
+
+TEST_P(ConvPaths, GemmEqualsTheReferenceAndANaiveProduct) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  Rng rng(31);
+  int i = 0;
+  for (int64_t rows : {1, 16, 33})
+    for (int64_t depth : {1, 31, 64, 65, 300})
+      for (int64_t n : {1, 5, 50}) {
+        const int m = 1 + i % 8, k = 1 + (i * 3) % 8;
+        const auto enc = i % 2 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement;
+        ++i;
+        const PackedActivations x = testing::random_activations(rng, n, depth, 1, 1, k, 0);
+        const PackedWeights w = testing::random_weights(rng, {rows, depth, 1, 1, m, enc, false});
+        Tensor out;
+        gemm(x, w, Epilogue::identity(rows), out);
+        ASSERT_EQ(out.shape(), (Shape{n, rows}));
+        const std::vector<uint8_t> xc = x.codes();
+        const std::vector<int32_t> wc = w.codes();
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 0; c < rows; ++c) {
+            int64_t sum = 0;
+            for (int64_t d = 0; d < depth; ++d)
+              sum += int64_t{wc[static_cast<std::size_t>(c * depth + d)]} *
+                     (xc[static_cast<std::size_t>(r * depth + d)] - x.quant().zero_point);
+            ASSERT_EQ(out.at(r, c), static_cast<float>(sum)) << "rows=" << rows << " depth=" << depth << " n=" << n;
+          }
+        auto [scale, bias] = testing::random_scale_bias(rng, rows, 0.1f);
+        const Epilogue rq = Epilogue::requantize(scale, bias, true, ActivationQuant{k, 0.5f, 1 % (1 << k)}, 0);
+        PackedActivations fast, slow;
+        gemm(x, w, rq, fast);
+        reference::conv2d(x, w, Conv2dParams{}, rq, slow);
+        ASSERT_TRUE(testing::same_codes(fast, slow));
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, ConvPaths, ::testing::ValuesIn(testing::all_paths()), testing::path_name);
+
+}  // namespace
+}  // namespace bitmix::kernels
