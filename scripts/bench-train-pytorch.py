@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""PyTorch peer for bitmix's ResNet training benchmark (benchmarks/nn).
+
+Builds the same CIFAR ResNet as bitmix's model zoo (He et al. 2016, option-A shortcuts by
+default: identity with stride-2 subsampling and zero-padded channels), then measures training
+throughput (forward + backward + SGD step with momentum and weight decay, batch B) and
+inference throughput (eval mode, no_grad), in images per second, with torch.set_num_threads(T).
+
+Prints one JSON object on the last line of stdout, e.g.
+  {"torch": "1.13.0", "threads": 2, "train_images_per_second": 412.3, "infer_images_per_second": 1500.1}
+Exit code 3 when torch cannot be imported, so callers can skip with a message.
+"""
+import argparse
+import json
+import sys
+import time
+
+
+def build_resnet(torch, depth, in_channels, num_classes, shortcut):
+    nn = torch.nn
+    F = torch.nn.functional
+    blocks_per_stage = (depth - 2) // 6
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.projection = None
+            self.pad = 0
+            self.stride = stride
+            if stride != 1 or cin != cout:
+                if shortcut == "B":
+                    self.projection = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                else:
+                    self.pad = cout - cin
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.projection is not None:
+                sc = self.projection(x)
+            elif self.stride != 1 or self.pad:
+                sc = x[:, :, :: self.stride, :: self.stride]
+                lo = self.pad // 2
+                sc = F.pad(sc, (0, 0, 0, 0, lo, self.pad - lo))
+            else:
+                sc = x
+            return F.relu(out + sc)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            layers = []
+            cin = 16
+            for stage, cout in enumerate((16, 32, 64)):
+                blocks = []
+                for b in range(blocks_per_stage):
+                    stride = 2 if (stage > 0 and b == 0) else 1
+                    blocks.append(BasicBlock(cin, cout, stride))
+                    cin = cout
+                layers.append(nn.Sequential(*blocks))
+            self.layer1, self.layer2, self.layer3 = layers
+            self.fc = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+            return self.fc(x)
+
+    return ResNet()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--shortcut", choices=("A", "B"), default="A")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    parser.add_argument("--seconds", type=float, default=10.0, help="minimum timed seconds per phase")
+    parser.add_argument("--min-iters", type=int, default=5)
+    args = parser.parse_args()
+
+    try:
+        import torch
+    except ImportError as exc:  # the caller prints the skip message
+        print(f"torch is not importable: {exc}", file=sys.stderr)
+        sys.exit(3)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_resnet(torch, args.depth, args.channels, args.classes, args.shortcut)
+    x = torch.randn(args.batch, args.channels, args.size, args.size)
+    y = torch.randint(0, args.classes, (args.batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def timed(step):
+        for _ in range(args.warmup):
+            step()
+        iters = 0
+        start = time.perf_counter()
+        while True:
+            step()
+            iters += 1
+            elapsed = time.perf_counter() - start
+            if iters >= args.min_iters and elapsed >= args.seconds:
+                return iters * args.batch / elapsed
+
+    model.train()
+    train_ips = timed(train_step)
+    model.eval()
+
+    def infer_step():
+        with torch.no_grad():
+            model(x)
+
+    infer_ips = timed(infer_step)
+    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "batch": args.batch,
+                      "depth": args.depth, "train_images_per_second": round(train_ips, 2),
+                      "infer_images_per_second": round(infer_ips, 2)}))
+
+
+if __name__ == "__main__":
+    main()
