@@ -76,7 +76,7 @@ ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& wei
 namespace {
 
 // Sum of the codes of every stored pixel (all channels), for the odd-level correction.
-std::vector<int32_t> pixel_code_sums(const PackedActivations& input) {
+std::vector<int32_t> pixel_code_sums(const PackedActivations& input, const KernelTable& table) {
   const int64_t sh = input.stored_height(), sw = input.stored_width(), n_img = input.batch();
   const int64_t pixel_bytes = input.pixel_bits() / 8;
   std::vector<int32_t> sums(static_cast<std::size_t>(n_img * sh * sw), 0);
@@ -84,14 +84,25 @@ std::vector<int32_t> pixel_code_sums(const PackedActivations& input) {
     for (int64_t nr = begin; nr < end; ++nr) {
       const int64_t n = nr / sh, r = nr % sh;
       int32_t* out = sums.data() + nr * sw;
-      for (int j = 0; j < input.bits(); ++j) {
-        const uint8_t* row = input.data() + input.row_offset(n, r, j);
-        for (int64_t x = 0; x < sw; ++x) {
-          int32_t count = 0;
-          for (int64_t b = 0; b < pixel_bytes; ++b) count += std::popcount(row[x * pixel_bytes + b]);
-          out[x] += count << j;
-        }
-      }
+      for (int j = 0; j < input.bits(); ++j)
+        table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, j, out);
+    }
+  });
+  return sums;
+}
+
+// factor * (sum of all codes in the window) for every output pixel, in output pixel order.
+std::vector<int32_t> odd_level_offsets(const PackedActivations& input, const ConvGeometry& g, int32_t factor,
+                                       const KernelTable& table) {
+  const std::vector<int32_t> code_sums = pixel_code_sums(input, table);
+  const int64_t sh = input.stored_height(), sw = input.stored_width();
+  const int64_t dh = input.border() - g.pad_h, dw = input.border() - g.pad_w;
+  std::vector<int32_t> sums(static_cast<std::size_t>(g.batch * g.out_height * g.out_width), 0);
+  parallel_for(g.batch * g.out_height, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.out_height, oh = row % g.out_height;
+      table.window_sums(code_sums.data() + (n * sh + oh * g.stride_h + dh) * sw + dw, sw, g.kernel_h, g.kernel_w,
+                        g.stride_w, g.out_width, factor, sums.data() + row * g.out_width);
     }
   });
   return sums;
@@ -142,8 +153,9 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   for (int64_t oc = 0; oc < g.out_channels; ++oc)
     lane_offsets[static_cast<std::size_t>(oc)] = static_cast<int32_t>(-z * weights.channel_sums()[static_cast<std::size_t>(oc)]);
 
-  std::vector<int32_t> code_sums;
-  if (odd) code_sums = pixel_code_sums(input);
+  // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel.
+  std::vector<int32_t> window_sums;
+  if (odd) window_sums = odd_level_offsets(input, g, -((1 << spec.bits) - 1), table);
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
 
@@ -166,30 +178,44 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
-      for (int q = 0; q < kTilePixels; ++q) {
-        const int64_t p = p0 + std::min(q, pixels - 1);
-        const int64_t n = p / out_pixels_per_image, rem = p % out_pixels_per_image;
-        const int64_t oh = rem / g.out_width, ow = rem % g.out_width;
-        const int64_t r0 = oh * g.stride_h + border - g.pad_h;
-        const int64_t c0 = ow * g.stride_w + border - g.pad_w;
-        window_rows[q] = n * sh + r0;
-        window_cols[q] = c0;
-        in_offsets[q] = n * input.image_stride() + r0 * in_row_stride + c0 * in_pixel_bytes;
-        if (packed)
-          out_offsets[q] = packed->row_offset(n, oh + out_border, 0) + (ow + out_border) * out_pixel_bytes;
-        else
-          out_offsets[q] = n * g.out_channels * out_pixels_per_image + rem;
-      }
-      if (odd) {
-        const int32_t factor = -((1 << spec.bits) - 1);
-        for (int q = 0; q < pixels; ++q) {
-          int32_t sum = 0;
-          for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-            const int32_t* row = code_sums.data() + (window_rows[q] + kh) * sw + window_cols[q];
-            for (int64_t kw = 0; kw < g.kernel_w; ++kw) sum += row[kw];
-          }
-          pixel_offsets[q] = factor * sum;
+      // Walk (n, oh, ow) incrementally: one division per tile and additions per pixel.
+      int64_t n = p0 / out_pixels_per_image;
+      int64_t oh = p0 % out_pixels_per_image / g.out_width, ow = p0 % g.out_width;
+      auto in_offset_of = [&] {
+        return n * input.image_stride() + (oh * g.stride_h + border - g.pad_h) * in_row_stride +
+               (ow * g.stride_w + border - g.pad_w) * in_pixel_bytes;
+      };
+      auto out_offset_of = [&] {
+        return packed ? packed->row_offset(n, oh + out_border, 0) + (ow + out_border) * out_pixel_bytes
+                      : n * g.out_channels * out_pixels_per_image + oh * g.out_width + ow;
+      };
+      const int64_t in_step = g.stride_w * in_pixel_bytes;
+      const int64_t out_step = packed ? out_pixel_bytes : 1;
+      int64_t in_offset = in_offset_of(), out_offset = out_offset_of();
+      for (int q = 0; q < pixels; ++q) {
+        in_offsets[q] = in_offset;
+        out_offsets[q] = out_offset;
+        if (spec.depthwise) {
+          window_rows[q] = n * sh + oh * g.stride_h + border - g.pad_h;
+          window_cols[q] = ow * g.stride_w + border - g.pad_w;
         }
+        in_offset += in_step;
+        out_offset += out_step;
+        if (++ow == g.out_width) {
+          ow = 0;
+          if (++oh == g.out_height) {
+            oh = 0;
+            ++n;
+          }
+          in_offset = in_offset_of();
+          out_offset = out_offset_of();
+        }
+      }
+      if (odd) std::copy_n(window_sums.data() + p0, pixels, pixel_offsets.data());
+      for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
+        in_offsets[q] = in_offsets[pixels - 1];
+        window_rows[q] = window_rows[pixels - 1];
+        window_cols[q] = window_cols[pixels - 1];
       }
       for (int64_t block = 0; block < blocks; ++block) {
         if (spec.depthwise) {

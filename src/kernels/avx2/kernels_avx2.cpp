@@ -9,6 +9,8 @@ const KernelTable kAvx2Table = {
     scalar::epilogue_tile,
     scalar::quantize,
     scalar::pack_pixels,
+    scalar::pixel_code_sums<scalar::popcount64>,
+    scalar::window_sums,
 };
 
 }  // namespace bitmix::kernels::detail

@@ -10,6 +10,9 @@
 #include "layout.hpp"
 
 namespace bitmix::kernels::detail::scalar {
+// Internal linkage on purpose: each ISA's translation unit compiles these with its own flags,
+// and one shared (inline) definition would let the linker hand AVX-512 code to the scalar path.
+namespace {
 
 // Bit-twiddling popcount: baseline x86-64 has no POPCNT instruction, and std::popcount would
 // become a libgcc call there.
@@ -116,4 +119,60 @@ inline void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, 
   }
 }
 
+// Popcount of each pixel's bytes, 8 bytes at a time; Popcount64 is the ISA's popcount.
+template <uint32_t (*Popcount64)(uint64_t)>
+void pixel_code_sums(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, int plane, int32_t* sums) {
+  // Narrow pixels (up to 64 channels, the common case) take one fixed-size load each.
+  auto narrow = [&](auto word) {
+    using Word = decltype(word);
+    for (int64_t x = 0; x < pixels; ++x) {
+      Word v;
+      std::memcpy(&v, row + x * static_cast<int64_t>(sizeof(Word)), sizeof(Word));
+      sums[x] += static_cast<int32_t>(Popcount64(v) << plane);
+    }
+  };
+  switch (pixel_bytes) {
+    case 1: narrow(uint8_t{}); return;
+    case 2: narrow(uint16_t{}); return;
+    case 4: narrow(uint32_t{}); return;
+    case 8: narrow(uint64_t{}); return;
+    default: break;
+  }
+  for (int64_t x = 0; x < pixels; ++x) {
+    const uint8_t* p = row + x * pixel_bytes;
+    uint32_t count = 0;
+    int64_t b = 0;
+    for (; b + 8 <= pixel_bytes; b += 8) {
+      uint64_t v;
+      std::memcpy(&v, p + b, 8);
+      count += Popcount64(v);
+    }
+    for (; b < pixel_bytes; ++b) count += Popcount64(p[b]);
+    sums[x] += static_cast<int32_t>(count << plane);
+  }
+}
+
+// out[ow] = factor * sum over (kh, kw) of code_sums[(kh + row0) * stored_width + ow * stride + kw + col0]
+// for ow < out_width: the odd-level window code sums of one output row.
+inline void window_sums(const int32_t* __restrict code_sums, int64_t stored_width, int64_t kernel_h,
+                        int64_t kernel_w, int64_t stride, int64_t out_width, int32_t factor, int32_t* __restrict out) {
+  for (int64_t ow = 0; ow < out_width; ++ow) out[ow] = 0;
+  for (int64_t kh = 0; kh < kernel_h; ++kh) {
+    const int32_t* __restrict in = code_sums + kh * stored_width;
+    for (int64_t kw = 0; kw < kernel_w; ++kw) {
+      if (stride == 1) {
+        for (int64_t ow = 0; ow < out_width; ++ow) out[ow] += in[ow + kw];
+      } else {
+        for (int64_t ow = 0; ow < out_width; ++ow) out[ow] += in[ow * stride + kw];
+      }
+    }
+  }
+  for (int64_t ow = 0; ow < out_width; ++ow) out[ow] *= factor;
+}
+
+inline uint32_t popcount64(uint64_t x) noexcept {
+  return popcount32(static_cast<uint32_t>(x)) + popcount32(static_cast<uint32_t>(x >> 32));
+}
+
+}  // namespace
 }  // namespace bitmix::kernels::detail::scalar
