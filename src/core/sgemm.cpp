@@ -89,6 +89,7 @@ void column_runs(std::span<const int64_t> col_offsets, int64_t j0, int n_valid,
 struct PackBuffers {
   AlignedVector<float> b;
   std::vector<detail::SgemmColumnRun> runs;
+  std::vector<detail::SgemmColumnRun> sliver_runs;
   std::vector<int> run_begin;  // per sliver of a block: first run index (and one past the end)
 };
 PackBuffers& thread_buffers() {
@@ -110,20 +111,29 @@ void gemm_block(const detail::SgemmKernels& kern, const SgemmPackedA& a, const S
     const int64_t s1 = std::min(sliver_end, s0 + slivers_per_block);
     buf.runs.clear();
     buf.run_begin.clear();
-    std::vector<detail::SgemmColumnRun> sliver_runs;
     for (int64_t s = s0; s < s1; ++s) {
       const int n_valid = static_cast<int>(std::min(nr, n - s * nr));
-      column_runs(b.col_offsets, s * nr, n_valid, sliver_runs);
+      column_runs(b.col_offsets, s * nr, n_valid, buf.sliver_runs);
       buf.run_begin.push_back(static_cast<int>(buf.runs.size()));
-      buf.runs.insert(buf.runs.end(), sliver_runs.begin(), sliver_runs.end());
+      buf.runs.insert(buf.runs.end(), buf.sliver_runs.begin(), buf.sliver_runs.end());
     }
     buf.run_begin.push_back(static_cast<int>(buf.runs.size()));
+    // A sliver whose B rows are one contiguous run, or one run per half (split at
+    // kern.direct_half), needs no packing when the ISA has a kernel that reads B in place.
+    auto direct = [&](std::size_t local) {
+      if (kern.tile_direct == nullptr) return false;
+      const int first = buf.run_begin[local], count = buf.run_begin[local + 1] - first;
+      const detail::SgemmColumnRun* r = buf.runs.data() + first;
+      if (count == 1) return r[0].stride == 1;
+      return count == 2 && r[0].stride == 1 && r[1].stride == 1 && r[0].length == kern.direct_half;
+    };
     for (int64_t block = 0; block < blocks.count; ++block) {
       const int64_t p0 = block * blocks.size;
       const int64_t kc = std::min(blocks.size, k - p0);
       for (int64_t s = s0; s < s1; ++s) {
         const std::size_t local = static_cast<std::size_t>(s - s0);
         const int n_valid = static_cast<int>(std::min(nr, n - s * nr));
+        if (direct(local)) continue;
         kern.pack_b(kc, b.base, b.row_offsets.data() + p0, buf.runs.data() + buf.run_begin[local],
                     buf.run_begin[local + 1] - buf.run_begin[local], n_valid,
                     buf.b.data() + static_cast<int64_t>(local) * kc * nr);
@@ -133,7 +143,20 @@ void gemm_block(const detail::SgemmKernels& kern, const SgemmPackedA& a, const S
         const int64_t q1 = std::min(panel_end, q0 + panels_per_block);
         for (int64_t s = s0; s < s1; ++s) {
           const int n_valid = static_cast<int>(std::min(nr, n - s * nr));
-          const float* b_sliver = buf.b.data() + (s - s0) * kc * nr;
+          const std::size_t local = static_cast<std::size_t>(s - s0);
+          if (direct(local)) {
+            const int first = buf.run_begin[local];
+            const detail::SgemmColumnRun* r = buf.runs.data() + first;
+            const float* b_low = b.base + r[0].src;
+            const float* b_high = buf.run_begin[local + 1] - first == 2 ? b.base + r[1].src : b_low + kern.direct_half;
+            for (int64_t q = q0; q < q1; ++q) {
+              const int m_valid = static_cast<int>(std::min(mr, m - q * mr));
+              kern.tile_direct(kc, a.panels() + q * mr * k + p0 * mr, b_low, b_high, b.row_offsets.data() + p0,
+                               c + q * mr * ldc + s * nr, ldc, alpha, block_beta, m_valid, n_valid);
+            }
+            continue;
+          }
+          const float* b_sliver = buf.b.data() + static_cast<int64_t>(local) * kc * nr;
           for (int64_t q = q0; q < q1; ++q) {
             const int m_valid = static_cast<int>(std::min(mr, m - q * mr));
             kern.tile(kc, a.panels() + q * mr * k + p0 * mr, b_sliver, c + q * mr * ldc + s * nr, ldc, alpha,

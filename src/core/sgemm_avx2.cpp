@@ -145,7 +145,7 @@ void dot_rows_avx2(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64_t
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr, kNr, tile_avx2, pack_b_avx2, dot_rows_avx2, kDotRows, kDotCols};
+const bitmix::detail::SgemmKernels kKernels = {kMr, kNr, tile_avx2, nullptr, 0, pack_b_avx2, dot_rows_avx2, kDotRows, kDotCols};
 
 }  // namespace
 

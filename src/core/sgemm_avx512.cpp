@@ -26,6 +26,43 @@ inline __mmask16 column_mask(int count) {
   return static_cast<__mmask16>((1u << count) - 1u);
 }
 
+// Writes the 8 x 32 accumulator block into C (alpha, beta; masked for a partial tile).
+inline void store_tile(__m512 (&acc)[kMr][2], float* c, int64_t ldc, float alpha, float beta, int m_valid,
+                       int n_valid) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __m512 vb = _mm512_set1_ps(beta);
+  if (m_valid == kMr && n_valid == kNr) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kMr; ++i) {
+      float* crow = c + i * ldc;
+      if (beta == 0.0f) {
+        _mm512_storeu_ps(crow, _mm512_mul_ps(va, acc[i][0]));
+        _mm512_storeu_ps(crow + 16, _mm512_mul_ps(va, acc[i][1]));
+      } else {
+        _mm512_storeu_ps(crow, _mm512_fmadd_ps(va, acc[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(crow))));
+        _mm512_storeu_ps(crow + 16, _mm512_fmadd_ps(va, acc[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(crow + 16))));
+      }
+    }
+    return;
+  }
+  const __mmask16 mask0 = column_mask(n_valid);
+  const __mmask16 mask1 = column_mask(n_valid - 16);
+#pragma GCC unroll 8
+  for (int i = 0; i < kMr; ++i) {
+    if (i >= m_valid) break;
+    float* crow = c + i * ldc;
+    if (beta == 0.0f) {
+      _mm512_mask_storeu_ps(crow, mask0, _mm512_mul_ps(va, acc[i][0]));
+      _mm512_mask_storeu_ps(crow + 16, mask1, _mm512_mul_ps(va, acc[i][1]));
+    } else {
+      const __m512 c0 = _mm512_maskz_loadu_ps(mask0, crow);
+      const __m512 c1 = _mm512_maskz_loadu_ps(mask1, crow + 16);
+      _mm512_mask_storeu_ps(crow, mask0, _mm512_fmadd_ps(va, acc[i][0], _mm512_mul_ps(vb, c0)));
+      _mm512_mask_storeu_ps(crow + 16, mask1, _mm512_fmadd_ps(va, acc[i][1], _mm512_mul_ps(vb, c1)));
+    }
+  }
+}
+
 void tile_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
                  int m_valid, int n_valid) {
   __m512 acc[kMr][2];
@@ -47,38 +84,44 @@ void tile_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t l
     a += kMr;
     b += kNr;
   }
-  const __m512 va = _mm512_set1_ps(alpha);
-  const __m512 vb = _mm512_set1_ps(beta);
-  const __mmask16 mask0 = column_mask(n_valid);
-  const __mmask16 mask1 = column_mask(n_valid - 16);
-  if (m_valid == kMr && n_valid == kNr) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kMr; ++i) {
-      float* crow = c + i * ldc;
-      if (beta == 0.0f) {
-        _mm512_storeu_ps(crow, _mm512_mul_ps(va, acc[i][0]));
-        _mm512_storeu_ps(crow + 16, _mm512_mul_ps(va, acc[i][1]));
-      } else {
-        _mm512_storeu_ps(crow, _mm512_fmadd_ps(va, acc[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(crow))));
-        _mm512_storeu_ps(crow + 16, _mm512_fmadd_ps(va, acc[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(crow + 16))));
-      }
-    }
-    return;
-  }
+  store_tile(acc, c, ldc, alpha, beta, m_valid, n_valid);
+}
+
+// B read in place from kc rows (no packing): for a convolution over a wide image each row of
+// the sliver is one contiguous run of the padded input (b_high = b_low + 16), or two runs of 16
+// (an image 16 wide: two output rows per sliver).
+void tile_direct_avx512(int64_t kc, const float* a, const float* b_low, const float* b_high,
+                        const int64_t* row_offsets, float* c, int64_t ldc, float alpha, float beta, int m_valid,
+                        int n_valid) {
+  __m512 acc[kMr][2];
 #pragma GCC unroll 8
   for (int i = 0; i < kMr; ++i) {
-    if (i >= m_valid) break;
-    float* crow = c + i * ldc;
-    if (beta == 0.0f) {
-      _mm512_mask_storeu_ps(crow, mask0, _mm512_mul_ps(va, acc[i][0]));
-      _mm512_mask_storeu_ps(crow + 16, mask1, _mm512_mul_ps(va, acc[i][1]));
-    } else {
-      const __m512 c0 = _mm512_maskz_loadu_ps(mask0, crow);
-      const __m512 c1 = _mm512_maskz_loadu_ps(mask1, crow + 16);
-      _mm512_mask_storeu_ps(crow, mask0, _mm512_fmadd_ps(va, acc[i][0], _mm512_mul_ps(vb, c0)));
-      _mm512_mask_storeu_ps(crow + 16, mask1, _mm512_fmadd_ps(va, acc[i][1], _mm512_mul_ps(vb, c1)));
-    }
+    acc[i][0] = _mm512_setzero_ps();
+    acc[i][1] = _mm512_setzero_ps();
   }
+  const __mmask16 mask0 = column_mask(n_valid);
+  const __mmask16 mask1 = column_mask(n_valid - 16);
+  const bool full = n_valid == kNr;
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    const int64_t offset = row_offsets[p];
+    __m512 b0, b1;
+    if (full) {
+      b0 = _mm512_loadu_ps(b_low + offset);
+      b1 = _mm512_loadu_ps(b_high + offset);
+    } else {
+      b0 = _mm512_maskz_loadu_ps(mask0, b_low + offset);
+      b1 = _mm512_maskz_loadu_ps(mask1, b_high + offset);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < kMr; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+    a += kMr;
+  }
+  store_tile(acc, c, ldc, alpha, beta, m_valid, n_valid);
 }
 
 void pack_b_avx512(int64_t kc, const float* base, const int64_t* row_offsets, const bitmix::detail::SgemmColumnRun* runs,
@@ -109,6 +152,10 @@ void pack_b_avx512(int64_t kc, const float* base, const int64_t* row_offsets, co
       const float* src = row + runs[i].src;
       float* d = dst + runs[i].dst;
       int left = runs[i].length;
+      if (left == 8) {  // an image 8 wide: four output rows per sliver
+        _mm256_storeu_ps(d, _mm256_loadu_ps(src));
+        continue;
+      }
       while (left > 0) {
         const __mmask16 mask = column_mask(left);
         _mm512_mask_storeu_ps(d, mask, _mm512_maskz_loadu_ps(mask, src));
@@ -206,8 +253,8 @@ void dot_rows_avx512(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr,           kNr,      tile_avx512, pack_b_avx512,
-                                               dot_rows_avx512, kDotRows, kDotCols};
+const bitmix::detail::SgemmKernels kKernels = {kMr,           kNr,           tile_avx512, tile_direct_avx512, 16,
+                                               pack_b_avx512, dot_rows_avx512, kDotRows,    kDotCols};
 
 }  // namespace
 

@@ -32,6 +32,13 @@ struct SgemmKernels {
   void (*tile)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
                int m_valid, int n_valid);
 
+  // Like tile, with B read in place instead of packed: row r of the sliver is the contiguous
+  // floats at b_low + row_offsets[r] (columns [0, direct_half)) followed by those at
+  // b_high + row_offsets[r] (columns [direct_half, n_valid)). Null when the ISA prefers packing.
+  void (*tile_direct)(int64_t kc, const float* a, const float* b_low, const float* b_high, const int64_t* row_offsets,
+                      float* c, int64_t ldc, float alpha, float beta, int m_valid, int n_valid);
+  int direct_half;
+
   // Packs kc rows of a B sliver: out[r * nr + t] = base[row_offsets[r] + column t]; the runs
   // cover columns [0, n_valid) in order, columns [n_valid, nr) are zero.
   void (*pack_b)(int64_t kc, const float* base, const int64_t* row_offsets, const SgemmColumnRun* runs, int run_count,

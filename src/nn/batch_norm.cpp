@@ -32,33 +32,87 @@ Dims check_bn(const Tensor& input, const Tensor& gamma, const Tensor& beta, cons
   return d;
 }
 
-// Sum and sum of squares of (x - shift) over one plane, in 8 float lanes.
+// Eight float lanes as two 4-wide vectors (SSE2 / NEON at the baseline), written with vector
+// extensions because the compiler may not reorder a float reduction by itself. The lane order
+// is fixed, so the sums are the same on every run.
+typedef float f32x4 __attribute__((vector_size(16)));
+
+inline f32x4 load4(const float* p) {
+  f32x4 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store4(float* p, f32x4 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+inline float lanes_sum(f32x4 a, f32x4 b) {
+  const f32x4 s = a + b;
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Sum and sum of squares of (x - shift) over one plane.
 inline void plane_moments(const float* x, int64_t count, float shift, double& sum, double& sum_sq) {
-  float s[8] = {}, q[8] = {};
+  const f32x4 sh = {shift, shift, shift, shift};
+  f32x4 s0 = {}, s1 = {}, q0 = {}, q1 = {};
   int64_t p = 0;
-  for (; p + 8 <= count; p += 8)
-    for (int t = 0; t < 8; ++t) {
-      const float v = x[p + t] - shift;
-      s[t] += v;
-      q[t] += v * v;
-    }
-  float ts = 0, tq = 0;
+  for (; p + 8 <= count; p += 8) {
+    const f32x4 v0 = load4(x + p) - sh, v1 = load4(x + p + 4) - sh;
+    s0 += v0;
+    s1 += v1;
+    q0 += v0 * v0;
+    q1 += v1 * v1;
+  }
+  float ts = lanes_sum(s0, s1), tq = lanes_sum(q0, q1);
   for (; p < count; ++p) {
     const float v = x[p] - shift;
     ts += v;
     tq += v * v;
   }
-  for (int t = 0; t < 8; ++t) {
-    ts += s[t];
-    tq += q[t];
-  }
   sum += double{ts};
   sum_sq += double{tq};
 }
 
+// Backward pass over one plane: g' = g masked by the ReLU (y > 0), written to `gp_out` (and
+// `residual_out`) when given; returns sum g' and sum g' * (x - mean).
+inline void backward_plane(const float* __restrict x, const float* __restrict y, const float* __restrict g,
+                           float* __restrict gp_out, float* __restrict residual_out, int64_t count, float mean,
+                           bool relu, double& sum_g, double& sum_gx) {
+  const f32x4 m = {mean, mean, mean, mean};
+  const f32x4 zero = {};
+  f32x4 a0 = {}, a1 = {}, b0 = {}, b1 = {};
+  int64_t p = 0;
+  for (; p + 8 <= count; p += 8) {
+    f32x4 g0 = load4(g + p), g1 = load4(g + p + 4);
+    if (relu) {
+      g0 = (load4(y + p) > zero) ? g0 : zero;
+      g1 = (load4(y + p + 4) > zero) ? g1 : zero;
+    }
+    if (gp_out != nullptr) {
+      store4(gp_out + p, g0);
+      store4(gp_out + p + 4, g1);
+    }
+    if (residual_out != nullptr) {
+      store4(residual_out + p, g0);
+      store4(residual_out + p + 4, g1);
+    }
+    a0 += g0;
+    a1 += g1;
+    b0 += g0 * (load4(x + p) - m);
+    b1 += g1 * (load4(x + p + 4) - m);
+  }
+  float tg = lanes_sum(a0, a1), tgx = lanes_sum(b0, b1);
+  for (; p < count; ++p) {
+    const float gv = (relu && !(y[p] > 0.0f)) ? 0.0f : g[p];
+    if (gp_out != nullptr) gp_out[p] = gv;
+    if (residual_out != nullptr) residual_out[p] = gv;
+    tg += gv;
+    tgx += gv * (x[p] - mean);
+  }
+  sum_g += double{tg};
+  sum_gx += double{tgx};
+}
+
 // y = relu?(x * scale + shift + residual?) over one plane.
-inline void affine_plane(const float* x, const float* residual, float* y, int64_t count, float scale, float shift,
-                         bool relu) {
+inline void affine_plane(const float* __restrict x, const float* __restrict residual, float* __restrict y,
+                         int64_t count, float scale, float shift, bool relu) {
   if (residual != nullptr) {
     if (relu)
       for (int64_t p = 0; p < count; ++p) y[p] = std::max(x[p] * scale + shift + residual[p], 0.0f);
@@ -169,38 +223,13 @@ void bn_backward_impl(const Tensor& input, const Tensor& gamma, const float* mea
     for (int64_t c = c0; c < c1; ++c) {
       const float m = mean[c], is = inv_std[c];
       double sum_g = 0, sum_gx = 0;
+      // Pass 1: masked gradient (kept in grad_input as scratch) and the two channel sums.
       for (int64_t img = 0; img < d.n; ++img) {
         const int64_t off = (img * d.c + c) * d.plane;
-        const float* x = input.data() + off;
-        const float* y = output.data() + off;
-        const float* g = grad_output.data() + off;
-        float* gr = grad_residual != nullptr ? grad_residual->data() + off : nullptr;
-        float sg[8] = {}, sgx[8] = {};
-        int64_t p = 0;
-        for (; p + 8 <= d.plane; p += 8)
-          for (int t = 0; t < 8; ++t) {
-            const float gp = (relu && y[p + t] <= 0.0f) ? 0.0f : g[p + t];
-            sg[t] += gp;
-            sgx[t] += gp * (x[p + t] - m);
-          }
-        float tg = 0, tgx = 0;
-        for (; p < d.plane; ++p) {
-          const float gp = (relu && y[p] <= 0.0f) ? 0.0f : g[p];
-          tg += gp;
-          tgx += gp * (x[p] - m);
-        }
-        for (int t = 0; t < 8; ++t) {
-          tg += sg[t];
-          tgx += sgx[t];
-        }
-        sum_g += double{tg};
-        sum_gx += double{tgx};
-        if (gr != nullptr) {
-          if (relu)
-            for (int64_t q = 0; q < d.plane; ++q) gr[q] = y[q] <= 0.0f ? 0.0f : g[q];
-          else
-            for (int64_t q = 0; q < d.plane; ++q) gr[q] = g[q];
-        }
+        backward_plane(input.data() + off, output.data() + off, grad_output.data() + off,
+                       grad_input != nullptr ? grad_input->data() + off : nullptr,
+                       grad_residual != nullptr ? grad_residual->data() + off : nullptr, d.plane, m, relu, sum_g,
+                       sum_gx);
       }
       const double is_d = is;
       if (grad_gamma != nullptr) {
@@ -216,19 +245,12 @@ void bn_backward_impl(const Tensor& input, const Tensor& gamma, const float* mea
       // dx = scale * (g' - mean(g') - x_hat * mean(g' * x_hat)) in training mode; scale * g' in eval.
       const float mean_g = batch_stats ? static_cast<float>(sum_g / count) : 0.0f;
       const float coef = batch_stats ? static_cast<float>(sum_gx * is_d * is_d / count) : 0.0f;
+      // Pass 2: dx = scale * (g' - mean_g - (x - mean) * coef), g' read back from grad_input.
       for (int64_t img = 0; img < d.n; ++img) {
         const int64_t off = (img * d.c + c) * d.plane;
-        const float* x = input.data() + off;
-        const float* y = output.data() + off;
-        const float* g = grad_output.data() + off;
-        float* dx = grad_input->data() + off;
-        if (relu)
-          for (int64_t q = 0; q < d.plane; ++q) {
-            const float gp = y[q] <= 0.0f ? 0.0f : g[q];
-            dx[q] = scale * (gp - mean_g - (x[q] - m) * coef);
-          }
-        else
-          for (int64_t q = 0; q < d.plane; ++q) dx[q] = scale * (g[q] - mean_g - (x[q] - m) * coef);
+        const float* __restrict x = input.data() + off;
+        float* __restrict dx = grad_input->data() + off;
+        for (int64_t q = 0; q < d.plane; ++q) dx[q] = scale * (dx[q] - mean_g - (x[q] - m) * coef);
       }
     }
   });

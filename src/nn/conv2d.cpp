@@ -129,20 +129,22 @@ void check_conv_shapes(const Tensor& input, const Tensor& weight, const Tensor* 
 
 // Copies `channels` planes of h x w into zero-padded planes of hp x wp, followed by `slack`
 // zeros (reads of the flattened padded image may run past the last plane by a few floats).
-void pad_planes(const float* src, int64_t channels, int64_t h, int64_t w, int64_t top, int64_t left, int64_t hp,
-                int64_t wp, int64_t slack, float* dst) {
+void pad_planes(const float* __restrict src, int64_t channels, int64_t h, int64_t w, int64_t top, int64_t left,
+                int64_t hp, int64_t wp, int64_t slack, float* __restrict dst) {
+  // Rows are short (8 to 34 floats): plain loops, no per-row library calls.
   for (int64_t c = 0; c < channels; ++c) {
     float* plane = dst + c * hp * wp;
-    std::memset(plane, 0, static_cast<std::size_t>(top * wp) * sizeof(float));
+    for (int64_t i = 0; i < top * wp; ++i) plane[i] = 0.0f;
     for (int64_t y = 0; y < h; ++y) {
       float* row = plane + (top + y) * wp;
-      std::memset(row, 0, static_cast<std::size_t>(left) * sizeof(float));
-      std::memcpy(row + left, src + (c * h + y) * w, static_cast<std::size_t>(w) * sizeof(float));
-      std::memset(row + left + w, 0, static_cast<std::size_t>(wp - left - w) * sizeof(float));
+      const float* in = src + (c * h + y) * w;
+      for (int64_t x = 0; x < left; ++x) row[x] = 0.0f;
+      for (int64_t x = 0; x < w; ++x) row[left + x] = in[x];
+      for (int64_t x = left + w; x < wp; ++x) row[x] = 0.0f;
     }
-    std::memset(plane + (top + h) * wp, 0, static_cast<std::size_t>((hp - top - h) * wp) * sizeof(float));
+    for (int64_t i = (top + h) * wp; i < hp * wp; ++i) plane[i] = 0.0f;
   }
-  std::memset(dst + channels * hp * wp, 0, static_cast<std::size_t>(slack) * sizeof(float));
+  for (int64_t i = 0; i < slack; ++i) dst[channels * hp * wp + i] = 0.0f;
 }
 
 // Offsets of the im2col matrix of one group of a padded image: rows (c, i, j), columns (y, x).
@@ -380,9 +382,10 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
                   float* ext = ext_buf + slot * ext_count;
                   for (int64_t co = 0; co < g.cout; ++co)
                     for (int64_t y = 0; y < g.oh; ++y) {
-                      float* row = ext + (co * g.oh + y) * g.wp;
-                      std::memcpy(row, dy + (co * g.oh + y) * g.ow, static_cast<std::size_t>(g.ow) * sizeof(float));
-                      std::memset(row + g.ow, 0, static_cast<std::size_t>(g.wp - g.ow) * sizeof(float));
+                      float* __restrict row = ext + (co * g.oh + y) * g.wp;
+                      const float* __restrict in = dy + (co * g.oh + y) * g.ow;
+                      for (int64_t xx = 0; xx < g.ow; ++xx) row[xx] = in[xx];
+                      for (int64_t xx = g.ow; xx < g.wp; ++xx) row[xx] = 0.0f;
                     }
                 }
               } else {
