@@ -75,37 +75,41 @@ ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& wei
 
 namespace {
 
-// Sum of the codes of every stored pixel (all channels), for the odd-level correction.
-std::vector<int32_t> pixel_code_sums(const PackedActivations& input, const KernelTable& table) {
-  const int64_t sh = input.stored_height(), sw = input.stored_width(), n_img = input.batch();
-  const int64_t pixel_bytes = input.pixel_bits() / 8;
-  std::vector<int32_t> sums(static_cast<std::size_t>(n_img * sh * sw), 0);
-  parallel_for(n_img * sh, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t nr = begin; nr < end; ++nr) {
-      const int64_t n = nr / sh, r = nr % sh;
-      int32_t* out = sums.data() + nr * sw;
-      for (int j = 0; j < input.bits(); ++j)
-        table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, j, out);
-    }
-  });
-  return sums;
+// Per-call scratch, kept per calling thread: the large per-call arrays would otherwise be fresh
+// pages (page faults and zeroing) on every call.
+template <typename T>
+T* scratch(std::vector<T>& buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
+  return buffer.data();
 }
 
-// factor * (sum of all codes in the window) for every output pixel, in output pixel order.
-std::vector<int32_t> odd_level_offsets(const PackedActivations& input, const ConvGeometry& g, int32_t factor,
-                                       const KernelTable& table) {
-  const std::vector<int32_t> code_sums = pixel_code_sums(input, table);
+// The integral image of the per-pixel code sums (all channels) of every stored image:
+// prefix[n][r][x] = sum over stored rows < r and columns < x, (SH + 1) x (SW + 1) per image.
+// It wraps modulo 2^32; the window sums taken from it fit int32 (conv2d checks the range), so
+// the wrapped differences are exact.
+void code_sum_prefix(const PackedActivations& input, const KernelTable& table, uint32_t* prefix) {
   const int64_t sh = input.stored_height(), sw = input.stored_width();
-  const int64_t dh = input.border() - g.pad_h, dw = input.border() - g.pad_w;
-  std::vector<int32_t> sums(static_cast<std::size_t>(g.batch * g.out_height * g.out_width), 0);
-  parallel_for(g.batch * g.out_height, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / g.out_height, oh = row % g.out_height;
-      table.window_sums(code_sums.data() + (n * sh + oh * g.stride_h + dh) * sw + dw, sw, g.kernel_h, g.kernel_w,
-                        g.stride_w, g.out_width, factor, sums.data() + row * g.out_width);
+  const int64_t pixel_bytes = input.pixel_bits() / 8;
+  parallel_for(input.batch(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> row_sums(static_cast<std::size_t>(sw));
+    for (int64_t n = begin; n < end; ++n) {
+      uint32_t* image = prefix + n * (sh + 1) * (sw + 1);
+      std::fill(image, image + sw + 1, 0u);
+      for (int64_t r = 0; r < sh; ++r) {
+        std::fill(row_sums.begin(), row_sums.end(), 0);
+        for (int j = 0; j < input.bits(); ++j)
+          table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, j, row_sums.data());
+        const uint32_t* above = image + r * (sw + 1);
+        uint32_t* line = image + (r + 1) * (sw + 1);
+        uint32_t running = 0;
+        line[0] = 0;
+        for (int64_t x = 0; x < sw; ++x) {
+          running += static_cast<uint32_t>(row_sums[static_cast<std::size_t>(x)]);
+          line[x + 1] = above[x + 1] + running;
+        }
+      }
     }
   });
-  return sums;
 }
 
 // All codes of the stored input (border included) as [n][stored row][stored col][channel].
@@ -129,6 +133,56 @@ std::vector<uint8_t> unpack_codes(const PackedActivations& input) {
   });
   return codes;
 }
+
+// Per-pixel addresses of a tile, walked (n, oh, ow) incrementally: one division per tile and a
+// few additions per pixel. Plain values (no references), so the compiler keeps them in registers.
+struct PixelWalker {
+  int64_t out_height = 0, out_width = 0, stride_h = 1, stride_w = 1, row0 = 0, col0 = 0, stored_height = 0;
+  int64_t in_image = 0, in_row = 0, in_pixel = 0;
+  int64_t out_image = 0, out_row = 0, out_pixel = 0, out_base = 0;
+  const uint32_t* prefix = nullptr;
+  int64_t prefix_image = 0, prefix_row = 0, window_h = 0, window_w = 0;
+  uint32_t odd_factor = 0;
+
+  void fill(int64_t p0, int pixels, int64_t* in_offsets, int64_t* out_offsets, int32_t* odd_offsets,
+            int64_t* window_rows, int64_t* window_cols) const {
+    const int64_t per_image = out_height * out_width;
+    int64_t n = p0 / per_image, oh = p0 % per_image / out_width, ow = p0 % out_width;
+    for (int q = 0; q < pixels;) {
+      // one output row segment: consecutive pixels, constant steps
+      const int64_t r = oh * stride_h + row0, c = ow * stride_w + col0;
+      const int count = static_cast<int>(std::min<int64_t>(pixels - q, out_width - ow));
+      const int64_t in0 = n * in_image + r * in_row + c * in_pixel, in_step = stride_w * in_pixel;
+      const int64_t out0 = n * out_image + out_base + oh * out_row + ow * out_pixel;
+      for (int i = 0; i < count; ++i) {
+        in_offsets[q + i] = in0 + i * in_step;
+        out_offsets[q + i] = out0 + i * out_pixel;
+      }
+      if (odd_offsets) {
+        const uint32_t* corner = prefix + n * prefix_image + r * prefix_row + c;
+        for (int i = 0; i < count; ++i, corner += stride_w) {
+          const uint32_t sum = corner[window_h + window_w] - corner[window_h] - corner[window_w] + corner[0];
+          odd_offsets[q + i] = static_cast<int32_t>(odd_factor * sum);
+        }
+      }
+      if (window_rows) {
+        for (int i = 0; i < count; ++i) {
+          window_rows[q + i] = n * stored_height + r;
+          window_cols[q + i] = c + i * stride_w;
+        }
+      }
+      q += count;
+      ow += count;
+      if (ow == out_width) {
+        ow = 0;
+        if (++oh == out_height) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+  }
+};
 
 struct OutputTarget {
   float* out_float = nullptr;
@@ -154,10 +208,16 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     lane_offsets[static_cast<std::size_t>(oc)] = static_cast<int32_t>(-z * weights.channel_sums()[static_cast<std::size_t>(oc)]);
 
   // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel.
-  std::vector<int32_t> window_sums;
-  if (odd) window_sums = odd_level_offsets(input, g, -((1 << spec.bits) - 1), table);
+  // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel, from an integral
+  // image (four reads per pixel).
+  thread_local std::vector<uint32_t> prefix_buffer;
+  const int64_t prefix_row = input.stored_width() + 1, prefix_image = (input.stored_height() + 1) * prefix_row;
+  uint32_t* prefix = odd ? scratch(prefix_buffer, g.batch * prefix_image) : nullptr;
+  if (odd) code_sum_prefix(input, table, prefix);
+  const auto odd_factor = static_cast<uint32_t>(-((1 << spec.bits) - 1));
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
+  const int64_t window_h = g.kernel_h * prefix_row, window_w = g.kernel_w;
 
   const int64_t sh = input.stored_height(), sw = input.stored_width();
   const int64_t in_pixel_bytes = input.pixel_bits() / 8;
@@ -167,6 +227,34 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   PackedActivations* packed = target.out_packed;
   const int64_t out_pixel_bytes = packed ? packed->pixel_bits() / 8 : 0;
   const int out_border = packed ? packed->border() : 0;
+
+  PixelWalker walker;
+  walker.out_height = g.out_height;
+  walker.out_width = g.out_width;
+  walker.stride_h = g.stride_h;
+  walker.stride_w = g.stride_w;
+  walker.row0 = border - g.pad_h;
+  walker.col0 = border - g.pad_w;
+  walker.stored_height = sh;
+  walker.in_image = input.image_stride();
+  walker.in_row = in_row_stride;
+  walker.in_pixel = in_pixel_bytes;
+  if (packed) {
+    walker.out_image = packed->image_stride();
+    walker.out_row = packed->row_stride() * packed->bits();
+    walker.out_pixel = out_pixel_bytes;
+    walker.out_base = out_border * walker.out_row + out_border * out_pixel_bytes;
+  } else {
+    walker.out_image = g.out_channels * out_pixels_per_image;
+    walker.out_row = g.out_width;
+    walker.out_pixel = 1;
+  }
+  walker.prefix = prefix;
+  walker.prefix_image = prefix_image;
+  walker.prefix_row = prefix_row;
+  walker.window_h = window_h;
+  walker.window_w = window_w;
+  walker.odd_factor = odd_factor;
 
   parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
     alignas(64) std::array<int64_t, kTilePixels> in_offsets{};
@@ -178,40 +266,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
-      // Walk (n, oh, ow) incrementally: one division per tile and additions per pixel.
-      int64_t n = p0 / out_pixels_per_image;
-      int64_t oh = p0 % out_pixels_per_image / g.out_width, ow = p0 % g.out_width;
-      auto in_offset_of = [&] {
-        return n * input.image_stride() + (oh * g.stride_h + border - g.pad_h) * in_row_stride +
-               (ow * g.stride_w + border - g.pad_w) * in_pixel_bytes;
-      };
-      auto out_offset_of = [&] {
-        return packed ? packed->row_offset(n, oh + out_border, 0) + (ow + out_border) * out_pixel_bytes
-                      : n * g.out_channels * out_pixels_per_image + oh * g.out_width + ow;
-      };
-      const int64_t in_step = g.stride_w * in_pixel_bytes;
-      const int64_t out_step = packed ? out_pixel_bytes : 1;
-      int64_t in_offset = in_offset_of(), out_offset = out_offset_of();
-      for (int q = 0; q < pixels; ++q) {
-        in_offsets[q] = in_offset;
-        out_offsets[q] = out_offset;
-        if (spec.depthwise) {
-          window_rows[q] = n * sh + oh * g.stride_h + border - g.pad_h;
-          window_cols[q] = ow * g.stride_w + border - g.pad_w;
-        }
-        in_offset += in_step;
-        out_offset += out_step;
-        if (++ow == g.out_width) {
-          ow = 0;
-          if (++oh == g.out_height) {
-            oh = 0;
-            ++n;
-          }
-          in_offset = in_offset_of();
-          out_offset = out_offset_of();
-        }
-      }
-      if (odd) std::copy_n(window_sums.data() + p0, pixels, pixel_offsets.data());
+      walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
+                  spec.depthwise ? window_rows.data() : nullptr, window_cols.data());
       for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
         in_offsets[q] = in_offsets[pixels - 1];
         window_rows[q] = window_rows[pixels - 1];

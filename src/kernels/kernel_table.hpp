@@ -71,10 +71,6 @@ using PackPixelsFn = void (*)(const uint8_t* codes, int64_t pixels, int64_t chan
 // Adds (popcount of pixel x's bytes) << plane to sums[x] for `pixels` pixels of one plane row.
 using PixelCodeSumsFn = void (*)(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, int plane, int32_t* sums);
 
-// See scalar::window_sums.
-using WindowSumsFn = void (*)(const int32_t* code_sums, int64_t stored_width, int64_t kernel_h, int64_t kernel_w,
-                              int64_t stride, int64_t out_width, int32_t factor, int32_t* out);
-
 struct KernelTable {
   Isa isa;
   void (*dense_tile)(const DenseTile& tile, int32_t* out);
@@ -82,7 +78,6 @@ struct KernelTable {
   QuantizeFn quantize;
   PackPixelsFn pack_pixels;
   PixelCodeSumsFn pixel_code_sums;
-  WindowSumsFn window_sums;
 };
 
 // The table of the path active_isa() selects now (recomputed on every call, so a changed cap

@@ -278,7 +278,6 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 
 const KernelTable kAvx2Table = {
     Isa::avx2,   dense_tile, epilogue_tile, quantize, pack_pixels, scalar::pixel_code_sums<popcount64>,
-    scalar::window_sums,
 };
 
 }  // namespace bitmix::kernels::detail

@@ -192,7 +192,6 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(std::popcount(x))
 
 const KernelTable kNeonTable = {
     Isa::neon,   dense_tile, epilogue_tile, quantize, pack_pixels, scalar::pixel_code_sums<popcount64>,
-    scalar::window_sums,
 };
 
 }  // namespace bitmix::kernels::detail

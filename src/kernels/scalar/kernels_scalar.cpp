@@ -10,7 +10,6 @@ const KernelTable kScalarTable = {
     scalar::quantize,
     scalar::pack_pixels,
     scalar::pixel_code_sums<scalar::popcount64>,
-    scalar::window_sums,
 };
 
 }  // namespace bitmix::kernels::detail

@@ -152,24 +152,6 @@ void pixel_code_sums(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, in
   }
 }
 
-// out[ow] = factor * sum over (kh, kw) of code_sums[(kh + row0) * stored_width + ow * stride + kw + col0]
-// for ow < out_width: the odd-level window code sums of one output row.
-inline void window_sums(const int32_t* __restrict code_sums, int64_t stored_width, int64_t kernel_h,
-                        int64_t kernel_w, int64_t stride, int64_t out_width, int32_t factor, int32_t* __restrict out) {
-  for (int64_t ow = 0; ow < out_width; ++ow) out[ow] = 0;
-  for (int64_t kh = 0; kh < kernel_h; ++kh) {
-    const int32_t* __restrict in = code_sums + kh * stored_width;
-    for (int64_t kw = 0; kw < kernel_w; ++kw) {
-      if (stride == 1) {
-        for (int64_t ow = 0; ow < out_width; ++ow) out[ow] += in[ow + kw];
-      } else {
-        for (int64_t ow = 0; ow < out_width; ++ow) out[ow] += in[ow * stride + kw];
-      }
-    }
-  }
-  for (int64_t ow = 0; ow < out_width; ++ow) out[ow] *= factor;
-}
-
 inline uint32_t popcount64(uint64_t x) noexcept {
   return popcount32(static_cast<uint32_t>(x)) + popcount32(static_cast<uint32_t>(x >> 32));
 }
