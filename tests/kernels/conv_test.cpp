@@ -12,7 +12,9 @@
 //   * every shape runs at the corner pairs (1,1), (8,8), (1,8), (8,1), (2,3), both encodings.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
+#include <set>
 #include <sstream>
 
 #include "bitmix/core/error.hpp"
@@ -99,7 +101,7 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
   for (int m = 1; m <= 8; ++m)
     for (int k = 1; k <= 8; ++k) {
       const int idx = (m - 1) * 8 + (k - 1);
-      for (int variant = 0; variant < 2; ++variant) {
+      for (int variant = 0; variant < 3; ++variant) {
         const ConvCase& cc = kCases[(idx * 5 + variant * 7) % kCaseCount];
         BitRun run;
         run.weight_bits = m;
@@ -111,6 +113,25 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
         ASSERT_TRUE(check_case(cc, run, 1000 + static_cast<uint64_t>(idx * 2 + variant))) << describe(cc, run);
       }
     }
+}
+
+TEST(ConvGrid, CasesCoverEveryFactorValueAndEveryPairOfBinaryFactors) {
+  // Keeps the covering claim at the top of this file true when kCases is edited.
+  std::set<int64_t> channels;
+  for (const ConvCase& c : kCases) channels.insert(c.channels);
+  EXPECT_EQ(channels, (std::set<int64_t>{1, 3, 63, 64, 65, 130}));
+  auto factors = [](const ConvCase& c) {
+    return std::array<int, 6>{c.batch == 3, c.kernel == 3, c.stride == 2, c.pad == 1, c.depthwise,
+                              static_cast<int>(c.height % 2)};
+  };
+  for (int a = 0; a < 6; ++a)
+    for (int b = a + 1; b < 6; ++b)
+      for (int va = 0; va < 2; ++va)
+        for (int vb = 0; vb < 2; ++vb) {
+          bool seen = false;
+          for (const ConvCase& c : kCases) seen |= factors(c)[static_cast<std::size_t>(a)] == va && factors(c)[static_cast<std::size_t>(b)] == vb;
+          EXPECT_TRUE(seen) << "factors " << a << "=" << va << " and " << b << "=" << vb << " never meet";
+        }
 }
 
 TEST_P(ConvPaths, EveryShapeAtCornerBitPairs) {
@@ -140,6 +161,43 @@ TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
       ASSERT_TRUE(check_case(cc, run, 9000 + static_cast<uint64_t>(i))) << describe(cc, run);
       ++i;
     }
+}
+
+TEST_P(ConvPaths, ExtremeCodesAtTheAccumulatorLimit) {
+  // 8-bit x 8-bit with 1820 channels x 3x3 = 16380 terms, just under the 16383-term limit, and
+  // every code at the end of its range: the partial sums of every path come close to 2^31.
+  BITMIX_REQUIRE_PATH(GetParam());
+  for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
+    const int64_t c = 1820;
+    const int32_t extreme = enc == WeightEncoding::twos_complement ? -128 : -255;
+    const std::vector<int32_t> codes(static_cast<std::size_t>(2 * c * 9), extreme);
+    std::vector<int32_t> mixed = codes;
+    for (std::size_t i = c * 9; i < mixed.size(); ++i) mixed[i] = enc == WeightEncoding::twos_complement ? 127 : 255;
+    const PackedWeights w = PackedWeights::pack(mixed, {2, c, 3, 3, 8, enc, false});
+    const PackedActivations x = PackedActivations::from_codes(std::vector<uint8_t>(static_cast<std::size_t>(c * 9), 255), 1,
+                                                              c, 3, 3, ActivationQuant{8, 1.0f, 0}, 0);
+    Tensor fast, slow;
+    conv2d(x, w, Conv2dParams{}, Epilogue::identity(2), fast);
+    reference::conv2d(x, w, Conv2dParams{}, Epilogue::identity(2), slow);
+    EXPECT_TRUE(testing::same_bits(fast, slow));
+    EXPECT_EQ(fast[0], static_cast<float>(int64_t{extreme} * 255 * c * 9));
+  }
+}
+
+TEST_P(ConvPaths, ReusedPackedOutputGetsItsBorderBack) {
+  BITMIX_REQUIRE_PATH(GetParam());
+  Rng rng(41);
+  const PackedActivations x = testing::random_activations(rng, 2, 8, 5, 5, 2, 1);
+  const PackedWeights w = testing::random_weights(rng, {10, 8, 3, 3, 2, WeightEncoding::twos_complement, false});
+  auto [scale, bias] = testing::random_scale_bias(rng, 10, 0.2f);
+  const Epilogue e = Epilogue::requantize(scale, bias, true, ActivationQuant{3, 0.5f, 5}, 1);
+  PackedActivations out, expected;
+  conv2d(x, w, Conv2dParams{1, 1, 1, 1}, e, out);
+  out.set_code(1, 9, -1, -1, 0);  // scribble on the border and the interior
+  out.set_code(0, 3, 2, 2, 7);
+  conv2d(x, w, Conv2dParams{1, 1, 1, 1}, e, out);
+  reference::conv2d(x, w, Conv2dParams{1, 1, 1, 1}, e, expected);
+  EXPECT_TRUE(testing::same_codes(out, expected));
 }
 
 TEST_P(ConvPaths, ResultsDoNotDependOnTheThreadCount) {
