@@ -9,8 +9,6 @@
 namespace bitmix::quant::detail {
 namespace {
 
-constexpr int kLanes = 8;
-
 struct BlockStats {
   double sum_abs = 0.0;
   double sum_sq = 0.0;
@@ -22,28 +20,17 @@ struct BlockStats {
 };
 
 void block_min_max(const float* x, int64_t begin, int64_t end, float& out_min, float& out_max) {
-  // Independent lanes let the compiler vectorize; NaN never wins a comparison, so it is skipped.
-  float lo[kLanes], hi[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    lo[l] = std::numeric_limits<float>::infinity();
-    hi[l] = -std::numeric_limits<float>::infinity();
+  // NaN never wins a comparison, so it is skipped (the lanes never hold NaN).
+  float lo = std::numeric_limits<float>::infinity();
+  float hi = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t i = begin; i < end; ++i) {
+    const float v = x[i];
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
   }
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = x[i + l];
-      lo[l] = v < lo[l] ? v : lo[l];
-      hi[l] = v > hi[l] ? v : hi[l];
-    }
-  }
-  for (; i < end; ++i) {
-    lo[0] = x[i] < lo[0] ? x[i] : lo[0];
-    hi[0] = x[i] > hi[0] ? x[i] : hi[0];
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    out_min = lo[l] < out_min ? lo[l] : out_min;
-    out_max = hi[l] > out_max ? hi[l] : out_max;
-  }
+  out_min = lo < out_min ? lo : out_min;
+  out_max = hi > out_max ? hi : out_max;
 }
 
 BlockStats block_stats(const float* x, int64_t begin, int64_t end, unsigned wanted) {

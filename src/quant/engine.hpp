@@ -12,39 +12,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/quant/quantizer.hpp"
+#include "quant/rounding.hpp"
 
 namespace bitmix::quant::detail {
-
-// ---------------------------------------------------------------------------------------------
-// Rounding.
-
-// Round half to even for |v| <= 2^22 (callers clamp to the code range first). Equals
-// std::nearbyint in the default rounding mode: adding 1.5 * 2^23 leaves no fraction bits, so the
-// FPU rounds to an integer with ties to even; subtracting gives it back exactly. Unlike a libm
-// call it vectorizes on baseline x86-64. (Requires no -ffast-math, which bitmix never uses.)
-inline float round_half_even(float v) noexcept {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  return (v + kMagic) - kMagic;
-}
-
-// Floor for |v| <= 2^22, exact, vectorizable.
-inline float floor_small(float v) noexcept {
-  const float r = round_half_even(v);
-  return r > v ? r - 1.0f : r;
-}
-
-// Clamp that maps NaN to `lo` (a NaN input then yields a defined code instead of undefined
-// behaviour in the integer conversion).
-inline float clamp_nan_low(float v, float lo, float hi) noexcept {
-  v = v >= lo ? v : lo;
-  return v <= hi ? v : hi;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Plans.
@@ -72,18 +49,21 @@ struct Plan {
 };
 
 // A power-of-two level's integer for m = |x| / smallest_level: 0 below 1/2, otherwise the
-// power of two nearest to m in the linear domain (ties to the larger, as INQ), at most 2^max_exp.
+// power of two nearest to m in the linear domain (ties to the larger, as INQ), at most 2^max_exp
+// (max_exp <= 30). Works on the float's bits, branch-free, so that it vectorizes: for m in
+// [2^e, 2^(e+1)) the nearer power is 2^(e+1) iff the mantissa is >= 1.5, i.e. its top fraction
+// bit is set.
 inline float power_of_two_level(float m, float max_exp) noexcept {
-  if (!(m >= 0.5f)) return 0.0f;  // also NaN
-  if (m < 1.5f) return 1.0f;
-  const int cap = static_cast<int>(max_exp);
-  if (std::isinf(m)) return std::ldexp(1.0f, cap);
-  int e = 0;
-  const float mant = std::frexp(m, &e);  // m = mant * 2^e, mant in [0.5, 1): m in [2^(e-1), 2^e)
-  int j = e - 1;
-  if (mant >= 0.75f) ++j;  // m >= 1.5 * 2^(e-1): nearer to (or tied with) 2^e
-  if (j > cap) j = cap;
-  return std::ldexp(1.0f, j);
+  uint32_t bits = 0;
+  std::memcpy(&bits, &m, sizeof bits);
+  const int32_t e = static_cast<int32_t>((bits >> 23) & 0xFFu) - 127;  // floor(log2 m) for normal m
+  int32_t j = e + static_cast<int32_t>((bits >> 22) & 1u);               // round in the linear domain
+  const auto cap = static_cast<int32_t>(max_exp);
+  j = j < 0 ? 0 : (j > cap ? cap : j);
+  const uint32_t level_bits = static_cast<uint32_t>(j + 127) << 23;
+  float level = 0.0f;
+  std::memcpy(&level, &level_bits, sizeof level);
+  return m >= 0.5f ? level : 0.0f;  // also 0 for NaN; +inf has e = 128 and is capped
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,19 +137,39 @@ double dot_plan(const Plan& plan, const float* x, const float* g, int64_t numel)
 // Integer codes; fake-quant value of element i == scale * float(code - zero_point).
 void codes_of_plan(const Plan& plan, const float* x, int64_t numel, int32_t* codes);
 
-// Backward helpers. `pass(group, index)` decides whether the gradient flows to x[index].
-// Writes grad_input = grad (or += weight * grad when accumulating) where pass, else 0 (or nothing).
-template <class Pass>
-void masked_backward(const Blocks& blocks, const float* grad_output, float weight, bool accumulate,
-                     float* grad_input, Pass&& pass) {
+// One block of a masked straight-through backward; everything by value so that the loop body
+// touches only the three arrays (a captured reference would be reloaded every iteration).
+template <bool kAccumulate, class Gate>
+void masked_backward_block(const float* x, const float* grad_output, float* grad_input, int64_t n, float weight,
+                           Gate gate) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float pass = gate(x[i], weight * grad_output[i]);
+    if constexpr (kAccumulate)
+      grad_input[i] += pass;
+    else
+      grad_input[i] = pass;
+  }
+}
+
+// Backward of straight-through estimators with a mask: grad_input[i] = weight * grad_output[i]
+// where the mask passes x[i], else 0 (or += when accumulating). `gate_of(g)` returns group g's
+// gate, a callable float(float x, float gradient) returning the gradient or 0; written with
+// nested float selects (cond ? value : 0), it vectorizes, where a bool-returning mask does not.
+template <class GateOf>
+void masked_backward(const Blocks& blocks, const float* x, const float* grad_output, float weight, bool accumulate,
+                     float* grad_input, GateOf&& gate_of) {
   for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t) {
-    if (accumulate) {
-      for (int64_t i = begin; i < end; ++i)
-        grad_input[i] += pass(g, i) ? weight * grad_output[i] : 0.0f;
-    } else {
-      for (int64_t i = begin; i < end; ++i) grad_input[i] = pass(g, i) ? weight * grad_output[i] : 0.0f;
-    }
+    if (accumulate)
+      masked_backward_block<true>(x + begin, grad_output + begin, grad_input + begin, end - begin, weight, gate_of(g));
+    else
+      masked_backward_block<false>(x + begin, grad_output + begin, grad_input + begin, end - begin, weight, gate_of(g));
   });
+}
+
+// The gate of the identity straight-through estimator.
+inline auto pass_everything() {
+  return [](int64_t) { return [](float, float gradient) { return gradient; }; };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,46 @@
 namespace bitmix::quant::detail {
 namespace {
 
-constexpr int kLanes = 8;
+// One block of LSQ's backward: writes (or adds) dL/dx and returns the block's sum of
+// dQ/ds * dL/dQ (kept in float lanes; blocks are combined in double). Constants come by value
+// and the body is branch-free, so the loop vectorizes.
+template <bool kAccumulate, bool kBinary>
+float lsq_backward_block(const float* x, const float* gy, float* gx, int64_t n, float inv_step, float qn, float qp,
+                         float weight) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] * inv_step;
+    const float clipped = clamp_nan_low(v, qn, qp);  // -Q_N or Q_P outside: their dQ/ds
+    const float level = kBinary ? (v < 0.0f ? -1.0f : 1.0f) : round_half_even(clipped);
+    const bool inside = (v > qn) & (v < qp);
+    sum += (inside ? level - v : clipped) * gy[i];
+    const float pass = inside ? weight * gy[i] : 0.0f;
+    if constexpr (kAccumulate)
+      gx[i] += pass;
+    else
+      gx[i] = pass;
+  }
+  return sum;
+}
+
+// One block of PACT's backward: dL/dx on [0, alpha); returns the block's sum of dL/dQ where x >= alpha.
+template <bool kAccumulate>
+float pact_backward_block(const float* x, const float* gy, float* gx, int64_t n, float alpha, float weight) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gy[i];
+    const float high = x[i] >= alpha ? g : 0.0f;
+    sum += high;
+    const float pass = x[i] >= 0.0f ? weight * (g - high) : 0.0f;
+    if constexpr (kAccumulate)
+      gx[i] += pass;
+    else
+      gx[i] = pass;
+  }
+  return sum;
+}
 
 class Lsq final : public QuantizerImpl {
  public:
@@ -97,26 +136,18 @@ class Lsq final : public QuantizerImpl {
     for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t b) {
       const GroupGrid& p = plan.groups[static_cast<std::size_t>(g)];
       const float inv_step = binary_ ? 2.0f * p.in_mul : p.in_mul;  // the odd grid's in_mul is 1/(2s)
-      float acc[kLanes] = {};
-      int64_t i = begin;
-      auto element = [&](int64_t k, float& lane) {
-        const float v = xs[k] * inv_step;
-        const float level = binary_ ? (v < 0.0f ? -1.0f : 1.0f) : round_half_even(clamp_nan_low(v, qn, qp));
-        const bool below = v <= qn;
-        const bool above = v >= qp;
-        const float ds = below ? qn : (above ? qp : level - v);
-        lane += ds * gy[k];
-        const float pass = (below || above) ? 0.0f : weight * gy[k];
-        if (accumulate)
-          gx[k] += pass;
-        else
-          gx[k] = pass;
-      };
-      for (; i + kLanes <= end; i += kLanes)
-        for (int l = 0; l < kLanes; ++l) element(i + l, acc[l]);
-      for (; i < end; ++i) element(i, acc[0]);
-      double total = 0.0;
-      for (float a : acc) total += static_cast<double>(a);
+      const float* xb = xs + begin;
+      const float* gyb = gy + begin;
+      float* gxb = gx + begin;
+      const int64_t n = end - begin;
+      float sum = 0.0f;
+      if (accumulate)
+        sum = binary_ ? lsq_backward_block<true, true>(xb, gyb, gxb, n, inv_step, qn, qp, weight)
+                      : lsq_backward_block<true, false>(xb, gyb, gxb, n, inv_step, qn, qp, weight);
+      else
+        sum = binary_ ? lsq_backward_block<false, true>(xb, gyb, gxb, n, inv_step, qn, qp, weight)
+                      : lsq_backward_block<false, false>(xb, gyb, gxb, n, inv_step, qn, qp, weight);
+      const double total = static_cast<double>(sum);
       partial[static_cast<std::size_t>(b)] = total;
     });
     const std::vector<double> per_group = combine_per_group(blocks, partial);
@@ -222,23 +253,10 @@ class Pact final : public QuantizerImpl {
     float* gx = grad_input.data();
     std::vector<double> partial(static_cast<std::size_t>(blocks.count), 0.0);
     for_each_block(blocks, [&](int64_t, int64_t begin, int64_t end, int64_t b) {
-      float acc[kLanes] = {};
-      int64_t i = begin;
-      auto element = [&](int64_t k, float& lane) {
-        const bool clipped_high = xs[k] >= alpha;
-        const bool inside = xs[k] >= 0.0f && !clipped_high;
-        lane += clipped_high ? gy[k] : 0.0f;
-        const float pass = inside ? weight * gy[k] : 0.0f;
-        if (accumulate)
-          gx[k] += pass;
-        else
-          gx[k] = pass;
-      };
-      for (; i + kLanes <= end; i += kLanes)
-        for (int l = 0; l < kLanes; ++l) element(i + l, acc[l]);
-      for (; i < end; ++i) element(i, acc[0]);
-      double total = 0.0;
-      for (float a : acc) total += static_cast<double>(a);
+      const float sum = accumulate
+                            ? pact_backward_block<true>(xs + begin, gy + begin, gx + begin, end - begin, alpha, weight)
+                            : pact_backward_block<false>(xs + begin, gy + begin, gx + begin, end - begin, alpha, weight);
+      const double total = static_cast<double>(sum);
       partial[static_cast<std::size_t>(b)] = total;
     });
     double sum = 0.0;

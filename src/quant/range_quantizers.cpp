@@ -27,9 +27,8 @@ class FloatBypass final : public QuantizerImpl {
   }
   void backward(const Tensor& x, const Plan&, const Tensor& grad_output, float weight, bool accumulate,
                 Tensor& grad_input) override {
-    const Blocks blocks(1, x.numel());
-    masked_backward(blocks, grad_output.data(), weight, accumulate, grad_input.data(),
-                    [](int64_t, int64_t) { return true; });
+    masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
+                    pass_everything());
   }
 };
 
@@ -111,13 +110,14 @@ class RangeQuantizer final : public QuantizerImpl {
                 Tensor& grad_input) override {
     // Straight-through estimator with clipping: dQ/dx = 1 where x lies inside the grid's range
     // (before rounding), 0 where it was clipped.
-    const Blocks blocks(spec.groups(), x.numel());
-    const float* xs = x.data();
-    masked_backward(blocks, grad_output.data(), weight, accumulate, grad_input.data(), [&](int64_t g, int64_t i) {
-      const GroupGrid& p = plan.groups[static_cast<std::size_t>(g)];
-      const float v = xs[i] * p.in_mul;
-      return v >= p.k_min && v <= p.k_max;
-    });
+    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
+                    grad_input.data(), [&](int64_t g) {
+                      const GroupGrid p = plan.groups[static_cast<std::size_t>(g)];
+                      return [p](float v, float gradient) {
+                        const float t = v * p.in_mul;
+                        return t >= p.k_min ? (t <= p.k_max ? gradient : 0.0f) : 0.0f;
+                      };
+                    });
   }
 
   bool accepts_range() const noexcept override { return true; }

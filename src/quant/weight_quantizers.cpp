@@ -50,8 +50,8 @@ void describe_odd_levels(QuantParams& params, int bits) {
 // Identity straight-through estimator (the scale is treated as a constant).
 void identity_backward(const Tensor& x, const Tensor& grad_output, float weight, bool accumulate,
                        Tensor& grad_input) {
-  masked_backward(Blocks(1, x.numel()), grad_output.data(), weight, accumulate, grad_input.data(),
-                  [](int64_t, int64_t) { return true; });
+  masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
+                  pass_everything());
 }
 
 class Binary final : public QuantizerImpl {
@@ -122,12 +122,13 @@ class Dorefa final : public QuantizerImpl {
                 Tensor& grad_input) override {
     if (spec.role == Role::activation) {
       // STE through the rounding, clip's derivative: 1 on [0, 1].
-      const float* xs = x.data();
       const float n = plan.groups[0].in_mul;
-      masked_backward(Blocks(1, x.numel()), grad_output.data(), weight, accumulate, grad_input.data(),
-                      [&](int64_t, int64_t i) {
-                        const float v = xs[i] * n;
-                        return v >= 0.0f && v <= n;
+      masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
+                      [n](int64_t) {
+                        return [n](float v, float gradient) {
+                          const float t = v * n;
+                          return t >= 0.0f ? (t <= n ? gradient : 0.0f) : 0.0f;
+                        };
                       });
       return;
     }
@@ -225,11 +226,11 @@ class Sawb final : public QuantizerImpl {
                 Tensor& grad_input) override {
     // STE inside the clip range |w| <= alpha (alpha = n * scale), zero outside; alpha is a
     // statistic of the weights and is not differentiated.
-    const float* xs = x.data();
     const auto n = static_cast<float>(unsigned_max(spec.bits));
-    masked_backward(Blocks(spec.groups(), x.numel()), grad_output.data(), weight, accumulate, grad_input.data(),
-                    [&](int64_t g, int64_t i) {
-                      return std::fabs(xs[i]) <= n * plan.groups[static_cast<std::size_t>(g)].scale;
+    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
+                    grad_input.data(), [&](int64_t g) {
+                      const float top = n * plan.groups[static_cast<std::size_t>(g)].scale;
+                      return [top](float v, float gradient) { return std::fabs(v) <= top ? gradient : 0.0f; };
                     });
   }
 };
@@ -275,13 +276,13 @@ class PowerOfTwo final : public QuantizerImpl {
   void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
                 Tensor& grad_input) override {
     // STE inside the largest level's magnitude, zero beyond it.
-    const float* xs = x.data();
-    std::vector<float> top(plan.groups.size());  // the largest level's magnitude, in units of the smallest
-    for (std::size_t g = 0; g < top.size(); ++g) top[g] = std::ldexp(1.0f, static_cast<int>(plan.groups[g].k_max));
-    masked_backward(Blocks(spec.groups(), x.numel()), grad_output.data(), weight, accumulate, grad_input.data(),
-                    [&](int64_t g, int64_t i) {
-                      const auto group = static_cast<std::size_t>(g);
-                      return std::fabs(xs[i]) * plan.groups[group].in_mul <= top[group];
+    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
+                    grad_input.data(), [&](int64_t g) {
+                      const GroupGrid& p = plan.groups[static_cast<std::size_t>(g)];
+                      // The largest level's magnitude, in units of the smallest level.
+                      const float top = std::ldexp(1.0f, static_cast<int>(p.k_max));
+                      const float in_mul = p.in_mul;
+                      return [top, in_mul](float v, float gradient) { return std::fabs(v) * in_mul <= top ? gradient : 0.0f; };
                     });
   }
 

@@ -9,7 +9,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/quant/quantizer.hpp"
-#include "quant/engine.hpp"
+#include "quant/rounding.hpp"
 
 namespace bitmix::quant {
 namespace {
