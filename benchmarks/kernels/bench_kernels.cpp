@@ -146,6 +146,28 @@ void bm_bitmix_conv(benchmark::State& state, Isa isa, int m, int k, ConvShape s,
   set_num_threads(0);
 }
 
+// Quantize-and-pack of a float NCHW activation (the residual path of the runtime).
+void bm_bitmix_pack(benchmark::State& state, Isa isa, int k, int64_t batch, int64_t channels, int64_t size) {
+  if (!isa_available(isa)) {
+    state.SkipWithError("ISA not available on this CPU");
+    return;
+  }
+  ScopedIsaCap cap(isa);
+  set_num_threads(1);
+  Rng rng(4);
+  Tensor x({batch, channels, size, size});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = rng.normal(0.0f, 1.0f);
+  PackedActivations out;
+  const ActivationQuant q{k, 0.1f, 1 << (k - 1)};
+  for (auto _ : state) {
+    quantize_pack(x, q, 1, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["values_per_s"] =
+      benchmark::Counter(static_cast<double>(x.numel()), benchmark::Counter::kIsIterationInvariantRate);
+  set_num_threads(0);
+}
+
 #if defined(BITMIX_BENCH_ONEDNN)
 void bm_onednn_conv(benchmark::State& state, bool int8, ConvShape s, int64_t batch, int threads) {
 #if defined(BITMIX_BENCH_OPENMP)
@@ -217,6 +239,15 @@ void register_all() {
     benchmark::RegisterBenchmark(("gemm/eigen_fp32/" + std::to_string(n)).c_str(), bm_eigen_gemm, n)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+  }
+  for (Isa isa : isas) {
+    if (!isa_available(isa)) continue;
+    for (int k : {1, 2, 8})
+      for (auto [c, size] : {std::pair<int64_t, int64_t>{16, 32}, {64, 8}}) {
+        const std::string name = "pack/bitmix/" + std::string(isa_name(isa)) + "/A" + std::to_string(k) + "/" +
+                                 std::to_string(c) + "x" + std::to_string(size) + "/b64";
+        benchmark::RegisterBenchmark(name.c_str(), bm_bitmix_pack, isa, k, 64, c, size)->Unit(benchmark::kMicrosecond)->UseRealTime();
+      }
   }
   for (const ConvShape& s : kResNet20Shapes)
     for (int64_t batch : {1, 64})

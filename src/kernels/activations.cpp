@@ -168,19 +168,13 @@ void quantize_pack(const Tensor& x, const ActivationQuant& quant, int border, Pa
   uint8_t* dst = out.data();
   const int64_t rows = batch * height;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, channels * width));
+  const int64_t pixel_bytes = out.pixel_bits() / 8;
   parallel_for(rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> planar(static_cast<std::size_t>(channels * width));
-    std::vector<uint8_t> pixels(static_cast<std::size_t>(channels * width));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / height, h = row % height;
-      for (int64_t c = 0; c < channels; ++c)
-        table.quantize(src + ((n * channels + c) * height + h) * width, 1, width, quant,
-                       planar.data() + c * width);
-      for (int64_t w = 0; w < width; ++w)
-        for (int64_t c = 0; c < channels; ++c)
-          pixels[static_cast<std::size_t>(w * channels + c)] = planar[static_cast<std::size_t>(c * width + w)];
-      table.pack_pixels(pixels.data(), width, channels, out.pixel_bits(), quant.bits, border,
-                        dst + out.row_offset(n, h + border, 0), out.row_stride());
+      table.quantize_pack_row(src + (n * channels * height + h) * width, height * width, channels, width, quant,
+                              dst + out.row_offset(n, h + border, 0) + border * pixel_bytes, out.row_stride(),
+                              pixel_bytes);
     }
   });
 }

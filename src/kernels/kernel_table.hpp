@@ -68,6 +68,12 @@ using QuantizeFn = void (*)(const float* x, int64_t stride, int64_t count, const
 using PackPixelsFn = void (*)(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t pixel_bits,
                               int bits, int64_t first_pixel, uint8_t* out, int64_t plane_stride);
 
+// Quantizes one image row of a float NCHW tensor (x points at channel 0 of the row; channel c at
+// x + c * channel_stride, `width` pixels) and packs it: plane j of pixel w goes to
+// out + j * plane_stride + w * pixel_bytes (out is the row's first interior pixel).
+using QuantizePackRowFn = void (*)(const float* x, int64_t channel_stride, int64_t channels, int64_t width,
+                                   const ActivationQuant& q, uint8_t* out, int64_t plane_stride, int64_t pixel_bytes);
+
 // Adds (popcount of pixel x's bytes) << plane to sums[x] for `pixels` pixels of one plane row.
 using PixelCodeSumsFn = void (*)(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, int plane, int32_t* sums);
 
@@ -77,6 +83,7 @@ struct KernelTable {
   void (*epilogue_tile)(const EpilogueTile& tile);
   QuantizeFn quantize;
   PackPixelsFn pack_pixels;
+  QuantizePackRowFn quantize_pack_row;
   PixelCodeSumsFn pixel_code_sums;
 };
 

@@ -272,12 +272,49 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   }
 }
 
+// Float NCHW row to packed planes: 8 channels x 8 pixels transposed in registers, so each
+// register holds one pixel's 8 channels and MOVMSKPS of a shifted code gives the plane byte.
+void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
+  const __m256 scale = _mm256_set1_ps(q.scale);
+  const __m256 zero_point = _mm256_set1_ps(static_cast<float>(q.zero_point));
+  const __m256 top = _mm256_set1_ps(static_cast<float>(q.max_code()));
+  for (int64_t c0 = 0; c0 < channels; c0 += 8) {
+    const int nc = static_cast<int>(std::min<int64_t>(8, channels - c0));
+    const uint32_t cmask = (1u << nc) - 1;
+    for (int64_t w0 = 0; w0 < width; w0 += 8) {
+      const int nw = static_cast<int>(std::min<int64_t>(8, width - w0));
+      __m256 rows[8];
+      for (int r = 0; r < 8; ++r) {
+        if (r >= nc) {
+          rows[r] = _mm256_setzero_ps();
+        } else if (nw == 8) {
+          rows[r] = _mm256_loadu_ps(x + (c0 + r) * channel_stride + w0);
+        } else {
+          alignas(32) float part[8] = {};
+          std::memcpy(part, x + (c0 + r) * channel_stride + w0, static_cast<std::size_t>(nw) * sizeof(float));
+          rows[r] = _mm256_load_ps(part);
+        }
+      }
+      transpose8(rows);
+      for (int p = 0; p < nw; ++p) {
+        const __m256i codes = quantize_codes(rows[p], scale, zero_point, top);
+        uint8_t* dst = out + (w0 + p) * pixel_bytes + c0 / 8;
+        for (int j = 0; j < q.bits; ++j)
+          dst[j * plane_stride] = static_cast<uint8_t>(
+              static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(codes, 31 - j)))) & cmask);
+      }
+    }
+  }
+}
+
 uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)); }
 
 }  // namespace
 
 const KernelTable kAvx2Table = {
-    Isa::avx2,   dense_tile, epilogue_tile, quantize, pack_pixels, scalar::pixel_code_sums<popcount64>,
+    Isa::avx2,   dense_tile, epilogue_tile, quantize, pack_pixels, quantize_pack_row,
+    scalar::pixel_code_sums<popcount64>,
 };
 
 }  // namespace bitmix::kernels::detail

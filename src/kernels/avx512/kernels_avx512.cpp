@@ -281,12 +281,46 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   }
 }
 
+// Float NCHW row to packed planes without a byte transpose: 16 channels x 16 pixels of floats
+// are transposed in registers, so each register holds one pixel's 16 channels; its codes' bit
+// planes are then 16-bit masks, exactly the pixel's bytes in each plane.
+void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
+  const __m512 scale = _mm512_set1_ps(q.scale);
+  const __m512 zero_point = _mm512_set1_ps(static_cast<float>(q.zero_point));
+  const __m512 top = _mm512_set1_ps(static_cast<float>(q.max_code()));
+  for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+    const int nc = static_cast<int>(std::min<int64_t>(16, channels - c0));
+    const auto cmask = static_cast<__mmask16>(nc == 16 ? 0xffff : (1u << nc) - 1);
+    const int bytes = (nc + 7) / 8;
+    for (int64_t w0 = 0; w0 < width; w0 += 16) {
+      const int nw = static_cast<int>(std::min<int64_t>(16, width - w0));
+      const auto wmask = static_cast<__mmask16>(nw == 16 ? 0xffff : (1u << nw) - 1);
+      __m512 rows[16];
+      for (int r = 0; r < 16; ++r)
+        rows[r] = r < nc ? _mm512_maskz_loadu_ps(wmask, x + (c0 + r) * channel_stride + w0) : _mm512_setzero_ps();
+      transpose16(rows);
+      for (int p = 0; p < nw; ++p) {
+        const __m512i codes = quantize_codes(rows[p], scale, zero_point, top);
+        uint8_t* dst = out + (w0 + p) * pixel_bytes + c0 / 8;
+        for (int j = 0; j < q.bits; ++j) {
+          const auto plane = static_cast<uint16_t>(_mm512_mask_test_epi32_mask(cmask, codes, _mm512_set1_epi32(1 << j)));
+          if (bytes == 2)
+            std::memcpy(dst + j * plane_stride, &plane, 2);
+          else
+            dst[j * plane_stride] = static_cast<uint8_t>(plane);
+        }
+      }
+    }
+  }
+}
+
 uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)); }
 
 }  // namespace
 
 const KernelTable kAvx512Table = {
-    Isa::avx512, dense_tile, epilogue_tile, quantize, pack_pixels, scalar::pixel_code_sums<popcount64>,
+    Isa::avx512, dense_tile, epilogue_tile, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
 };
 
 }  // namespace bitmix::kernels::detail

@@ -9,6 +9,7 @@ const KernelTable kScalarTable = {
     scalar::epilogue_tile,
     scalar::quantize,
     scalar::pack_pixels,
+    scalar::quantize_pack_row<scalar::quantize, scalar::pack_pixels>,
     scalar::pixel_code_sums<scalar::popcount64>,
 };
 

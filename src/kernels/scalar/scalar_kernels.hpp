@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "bitmix/kernels/activations.hpp"
 #include "kernel_table.hpp"
@@ -117,6 +118,21 @@ inline void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, 
       }
     }
   }
+}
+
+// Generic row packer on top of an ISA's quantize and pack_pixels: quantize channel rows, transpose
+// the codes to pixel order, pack.
+template <QuantizeFn Quantize, PackPixelsFn Pack>
+void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
+  thread_local std::vector<uint8_t> planar, pixels;
+  planar.resize(static_cast<std::size_t>(channels * width));
+  pixels.resize(static_cast<std::size_t>(channels * width));
+  for (int64_t c = 0; c < channels; ++c) Quantize(x + c * channel_stride, 1, width, q, planar.data() + c * width);
+  for (int64_t w = 0; w < width; ++w)
+    for (int64_t c = 0; c < channels; ++c)
+      pixels[static_cast<std::size_t>(w * channels + c)] = planar[static_cast<std::size_t>(c * width + w)];
+  Pack(pixels.data(), width, channels, pixel_bytes * 8, q.bits, 0, out, plane_stride);
 }
 
 // Popcount of each pixel's bytes, 8 bytes at a time; Popcount64 is the ISA's popcount.
