@@ -4,3 +4,4 @@
 #include "bitmix/core.hpp"
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/data/loader.hpp"
+#include "bitmix/quant.hpp"

@@ -443,4 +443,14 @@ void Quantizer::set_range(std::span<const float> lo, std::span<const float> hi) 
 
 void Quantizer::unfreeze_range() { impl().unfreeze_range(); }
 
+Quantizer make_quantizer(std::string_view kind, Role role, int bits, Granularity granularity, int64_t channels) {
+  QuantizerSpec spec;
+  spec.kind = parse_quantizer_kind(kind);
+  spec.role = role;
+  spec.bits = bits;
+  spec.granularity = granularity;
+  spec.channels = granularity == Granularity::per_channel ? channels : 1;
+  return Quantizer(spec);
+}
+
 }  // namespace bitmix::quant

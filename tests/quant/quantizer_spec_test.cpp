@@ -68,6 +68,16 @@ TEST(QuantizerSpec, InvalidCombinationsAreRejectedWithReasons) {
   EXPECT_NO_THROW(validate(weight_spec(QuantizerKind::float_bypass, kFloatBits)));
 }
 
+TEST(QuantizerSpec, FactoryByName) {
+  const Quantizer q = make_quantizer("sawb", Role::weight, 3, Granularity::per_channel, 8);
+  EXPECT_EQ(q.kind(), QuantizerKind::sawb);
+  EXPECT_EQ(q.groups(), 8);
+  EXPECT_EQ(make_quantizer("pact", Role::activation, 4).bits(), 4);
+  expect_argument_error([] { make_quantizer("lsqq", Role::weight, 4); }, {"'lsqq'"});
+  expect_argument_error([] { make_quantizer("pact", Role::weight, 4); }, {"pact", "weights"});
+  expect_argument_error([] { make_quantizer("lsq", Role::activation, 12); }, {"bits = 12"});
+}
+
 TEST(QuantizerSpec, CodeBitsOfPowerOfTwoLevels) {
   // 2^(b-1)-1 exponents: codes up to 2^(2^(b-1)-2), which need 2^(b-1) two's complement bits.
   EXPECT_EQ(code_bits(weight_spec(QuantizerKind::pot, 2)), 2);

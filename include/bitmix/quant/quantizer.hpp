@@ -227,6 +227,11 @@ class Quantizer {
   std::unique_ptr<detail::QuantizerImpl> impl_;
 };
 
+// The factory the CLI and BitConfig readers use: a kind by name ("lsq", "pact", ...; see
+// parse_quantizer_kind), a role, bits and granularity. ArgumentError names the value at fault.
+Quantizer make_quantizer(std::string_view kind, Role role, int bits, Granularity granularity = Granularity::per_tensor,
+                         int64_t channels = 1);
+
 // ---- Published and derived constants (docs/quantization.md says where each comes from).
 
 // SAWB clip alpha = c1 * sqrt(E[w^2]) + c2 * E|w| for `bits` in 1..8.
