@@ -129,22 +129,42 @@ void check_conv_shapes(const Tensor& input, const Tensor& weight, const Tensor* 
 
 // Copies `channels` planes of h x w into zero-padded planes of hp x wp, followed by `slack`
 // zeros (reads of the flattened padded image may run past the last plane by a few floats).
+// Copies n floats with 4-wide vector moves (rows are 8 to 34 floats: a library call per row
+// would cost more than the copy).
+inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+  typedef float f32x4 __attribute__((vector_size(16)));
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    f32x4 v;
+    __builtin_memcpy(&v, src + i, sizeof(v));
+    __builtin_memcpy(dst + i, &v, sizeof(v));
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+inline void zero_row(float* dst, int64_t n) {
+  typedef float f32x4 __attribute__((vector_size(16)));
+  const f32x4 z = {};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) __builtin_memcpy(dst + i, &z, sizeof(z));
+  for (; i < n; ++i) dst[i] = 0.0f;
+}
+
 void pad_planes(const float* __restrict src, int64_t channels, int64_t h, int64_t w, int64_t top, int64_t left,
                 int64_t hp, int64_t wp, int64_t slack, float* __restrict dst) {
-  // Rows are short (8 to 34 floats): plain loops, no per-row library calls.
   for (int64_t c = 0; c < channels; ++c) {
     float* plane = dst + c * hp * wp;
-    for (int64_t i = 0; i < top * wp; ++i) plane[i] = 0.0f;
+    zero_row(plane, top * wp + left);
     for (int64_t y = 0; y < h; ++y) {
-      float* row = plane + (top + y) * wp;
-      const float* in = src + (c * h + y) * w;
-      for (int64_t x = 0; x < left; ++x) row[x] = 0.0f;
-      for (int64_t x = 0; x < w; ++x) row[left + x] = in[x];
-      for (int64_t x = left + w; x < wp; ++x) row[x] = 0.0f;
+      float* row = plane + (top + y) * wp + left;
+      copy_row(row, src + (c * h + y) * w, w);
+      // The right border of this row and the left border of the next are adjacent.
+      const int64_t gap = y + 1 < h ? wp - w : wp - left - w;
+      zero_row(row + w, gap);
     }
-    for (int64_t i = (top + h) * wp; i < hp * wp; ++i) plane[i] = 0.0f;
+    zero_row(plane + (top + h) * wp, (hp - top - h) * wp);
   }
-  for (int64_t i = 0; i < slack; ++i) dst[channels * hp * wp + i] = 0.0f;
+  zero_row(dst + channels * hp * wp, slack);
 }
 
 // Offsets of the im2col matrix of one group of a padded image: rows (c, i, j), columns (y, x).
@@ -165,6 +185,23 @@ struct ThreadScratch {
   AlignedVector<float> a, b, c, d, e;
   std::vector<const float*> a_rows, b_rows;
 };
+
+// Per-call state kept between calls by the calling thread, so that a training step allocates
+// nothing once shapes are stable (packed weights, offset tables, per-thread partial sums).
+struct CallWorkspace {
+  std::vector<SgemmPackedA> packed;
+  std::vector<int64_t> rows, cols;
+  std::vector<float> flipped;
+  std::vector<AlignedVector<float>> partials;
+};
+CallWorkspace& forward_workspace() {
+  thread_local CallWorkspace w;
+  return w;
+}
+CallWorkspace& backward_workspace() {
+  thread_local CallWorkspace w;
+  return w;
+}
 ThreadScratch& scratch() {
   thread_local ThreadScratch s;
   return s;
@@ -192,12 +229,15 @@ void conv2d_forward(const Tensor& input, const Tensor& weight, const Tensor* bia
   ensure_shape(output, {g.n, g.cout, g.oh, g.ow});
   if (g.n == 0) return;
 
-  std::vector<SgemmPackedA> packed(static_cast<std::size_t>(g.groups));
+  CallWorkspace& ws = forward_workspace();
+  std::vector<SgemmPackedA>& packed = ws.packed;
+  if (packed.size() < static_cast<std::size_t>(g.groups)) packed.resize(static_cast<std::size_t>(g.groups));
   for (int64_t grp = 0; grp < g.groups; ++grp)
     packed[static_cast<std::size_t>(grp)].pack(Transpose::no, g.cout_g, g.depth, weight.data() + grp * g.cout_g * g.depth,
                                                g.depth);
   const bool needs_padding = g.ph > 0 || g.pw > 0;
-  std::vector<int64_t> rows, cols;
+  std::vector<int64_t>& rows = ws.rows;
+  std::vector<int64_t>& cols = ws.cols;
   im2col_offsets(g.cin_g, g.kh, g.kw, g.in_plane, g.wp, g.oh, g.ow, g.sh, g.sw, rows, cols);
   const int64_t padded_count = g.cin * g.in_plane + g.wp + g.kw;
 
@@ -272,12 +312,16 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
   // from the padded output gradient: its rows already have the padded input's width.
   const bool share_padded_grad = transposed_conv && gph == g.ph && gpw == g.pw;
 
-  std::vector<SgemmPackedA> packed_dx(static_cast<std::size_t>(g.groups));
-  std::vector<int64_t> dx_rows, dx_cols, in_rows, in_cols;
+  CallWorkspace& ws = backward_workspace();
+  std::vector<SgemmPackedA>& packed_dx = ws.packed;
+  if (packed_dx.size() < static_cast<std::size_t>(g.groups)) packed_dx.resize(static_cast<std::size_t>(g.groups));
+  std::vector<int64_t>& dx_rows = ws.rows;
+  std::vector<int64_t>& dx_cols = ws.cols;
   if (grad_input != nullptr) {
     if (transposed_conv) {
       // W'[ci][co][i][j] = W[co][ci][KH-1-i][KW-1-j], one [Cin_g x Cout_g*KH*KW] matrix per group.
-      std::vector<float> flipped(static_cast<std::size_t>(g.cin_g * g.cout_g * g.kh * g.kw));
+      std::vector<float>& flipped = ws.flipped;
+      flipped.resize(static_cast<std::size_t>(g.cin_g * g.cout_g * g.kh * g.kw));
       for (int64_t grp = 0; grp < g.groups; ++grp) {
         const float* wg = weight.data() + grp * g.cout_g * g.depth;
         for (int64_t ci = 0; ci < g.cin_g; ++ci)
@@ -313,7 +357,9 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
 
   const int threads = static_cast<int>(std::min<int64_t>(num_threads(), g.n));
   const int64_t wsize = g.cout * g.depth;
-  std::vector<AlignedVector<float>> partials(static_cast<std::size_t>(threads));
+  std::vector<AlignedVector<float>>& partials = ws.partials;
+  if (partials.size() < static_cast<std::size_t>(threads)) partials.resize(static_cast<std::size_t>(threads));
+  std::vector<char> used_partial(static_cast<std::size_t>(threads), 0);
 
   parallel_run(
       [&](int t, int thread_count) {
@@ -324,6 +370,7 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
         if (grad_weight != nullptr) {
           partials[static_cast<std::size_t>(t)].resize(static_cast<std::size_t>(wsize));
           partial = partials[static_cast<std::size_t>(t)].data();
+          used_partial[static_cast<std::size_t>(t)] = 1;
         }
         const int64_t chunk = std::min(chunk_max, i_end - i_begin);
         // Per chunk: padded inputs (or im2col), padded output gradients (or their extension).
@@ -382,10 +429,9 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
                   float* ext = ext_buf + slot * ext_count;
                   for (int64_t co = 0; co < g.cout; ++co)
                     for (int64_t y = 0; y < g.oh; ++y) {
-                      float* __restrict row = ext + (co * g.oh + y) * g.wp;
-                      const float* __restrict in = dy + (co * g.oh + y) * g.ow;
-                      for (int64_t xx = 0; xx < g.ow; ++xx) row[xx] = in[xx];
-                      for (int64_t xx = g.ow; xx < g.wp; ++xx) row[xx] = 0.0f;
+                      float* row = ext + (co * g.oh + y) * g.wp;
+                      copy_row(row, dy + (co * g.oh + y) * g.ow, g.ow);
+                      zero_row(row + g.ow, g.wp - g.ow);
                     }
                 }
               } else {
@@ -443,7 +489,7 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
       for (int64_t e = e0; e < e1; ++e) {
         float sum = accumulate ? gw[e] : 0.0f;
         for (int t = 0; t < used; ++t)
-          if (!partials[static_cast<std::size_t>(t)].empty()) sum += partials[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)];
+          if (used_partial[static_cast<std::size_t>(t)]) sum += partials[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)];
         gw[e] = sum;
       }
     });
