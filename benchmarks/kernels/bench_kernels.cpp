@@ -1,7 +1,7 @@
 // Kernel benchmarks: bitmix's bit-serial GEMM and convolution on each ISA path, next to oneDNN
 // (fp32 and u8 x s8 convolution) and Eigen (fp32 GEMM) on the same shapes, in the same process.
 //
-// Names: gemm/bitmix/<isa>/W<m>A<k>/<n>, gemm/eigen_fp32/<n>,
+// Names: gemm/bitmix/<isa>/W<m>A<k>/<n>[/packed], gemm/eigen_fp32/<n>,
 //        conv/bitmix/<isa>/W<m>A<k>/<shape>/b<batch>/t<threads>[/f32out],
 //        conv/onednn_fp32|onednn_u8s8/<shape>/b<batch>/t<threads>.
 // Counters: macs_per_s (effective multiply-accumulates of the real layer per second) and
@@ -78,7 +78,7 @@ PackedActivations activations(Rng& rng, int64_t n, int64_t c, int64_t h, int64_t
 // 1-bit weights are sign (odd-level) weights, the usual binary network; wider ones two's complement.
 WeightEncoding encoding_for(int bits) { return bits == 1 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement; }
 
-void bm_bitmix_gemm(benchmark::State& state, Isa isa, int m, int k, int64_t n) {
+void bm_bitmix_gemm(benchmark::State& state, Isa isa, int m, int k, int64_t n, bool packed_out) {
   if (!isa_available(isa)) {
     state.SkipWithError("ISA not available on this CPU");
     return;
@@ -89,11 +89,22 @@ void bm_bitmix_gemm(benchmark::State& state, Isa isa, int m, int k, int64_t n) {
   const PackedActivations x = activations(rng, n, n, 1, 1, k, 0);
   const WeightSpec spec{n, n, 1, 1, m, encoding_for(m), false};
   const PackedWeights w = PackedWeights::pack(weight_codes(rng, spec.code_count(), m, spec.encoding), spec);
-  const Epilogue e = Epilogue::identity(n);
-  Tensor out;
-  for (auto _ : state) {
-    gemm(x, w, e, out);
-    benchmark::DoNotOptimize(out.data());
+  if (packed_out) {  // requantized to k bits: what a layer feeding another layer writes
+    const Epilogue e = Epilogue::requantize(std::vector<float>(static_cast<std::size_t>(n), 0.01f),
+                                            std::vector<float>(static_cast<std::size_t>(n), 0.0f), true,
+                                            ActivationQuant{k, 0.5f, 0}, 0);
+    PackedActivations out;
+    for (auto _ : state) {
+      gemm(x, w, e, out);
+      benchmark::DoNotOptimize(out.data());
+    }
+  } else {
+    const Epilogue e = Epilogue::identity(n);
+    Tensor out;
+    for (auto _ : state) {
+      gemm(x, w, e, out);
+      benchmark::DoNotOptimize(out.data());
+    }
   }
   set_counters(state, static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n), m, k);
   set_num_threads(0);
@@ -233,7 +244,11 @@ void register_all() {
           if (isa == Isa::scalar && m * k > 1) continue;  // the portable path is not a contender
           const std::string name = "gemm/bitmix/" + std::string(isa_name(isa)) + "/W" + std::to_string(m) + "A" +
                                    std::to_string(k) + "/" + std::to_string(n);
-          benchmark::RegisterBenchmark(name.c_str(), bm_bitmix_gemm, isa, m, k, n)->Unit(benchmark::kMillisecond)->UseRealTime();
+          benchmark::RegisterBenchmark(name.c_str(), bm_bitmix_gemm, isa, m, k, n, false)->Unit(benchmark::kMillisecond)->UseRealTime();
+          if (m == k && m <= 2)
+            benchmark::RegisterBenchmark((name + "/packed").c_str(), bm_bitmix_gemm, isa, m, k, n, true)
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
         }
     }
     benchmark::RegisterBenchmark(("gemm/eigen_fp32/" + std::to_string(n)).c_str(), bm_eigen_gemm, n)

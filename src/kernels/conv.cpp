@@ -98,7 +98,8 @@ void code_sum_prefix(const PackedActivations& input, const KernelTable& table, u
       for (int64_t r = 0; r < sh; ++r) {
         std::fill(row_sums.begin(), row_sums.end(), 0);
         for (int j = 0; j < input.bits(); ++j)
-          table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, j, row_sums.data());
+          table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, pixel_bytes, j,
+                                row_sums.data());
         const uint32_t* above = image + r * (sw + 1);
         uint32_t* line = image + (r + 1) * (sw + 1);
         uint32_t running = 0;
@@ -143,6 +144,11 @@ struct PixelWalker {
   const uint32_t* prefix = nullptr;
   int64_t prefix_image = 0, prefix_row = 0, window_h = 0, window_w = 0;
   uint32_t odd_factor = 0;
+  // 1x1 windows: code sums counted from the input pixel itself (no integral image)
+  const uint8_t* direct_input = nullptr;
+  int64_t direct_plane_stride = 0;
+  int direct_planes = 0;
+  PixelCodeSumsFn pixel_code_sums = nullptr;
 
   void fill(int64_t p0, int pixels, int64_t* in_offsets, int64_t* out_offsets, int32_t* odd_offsets,
             int64_t* window_rows, int64_t* window_cols) const {
@@ -158,7 +164,13 @@ struct PixelWalker {
         in_offsets[q + i] = in0 + i * in_step;
         out_offsets[q + i] = out0 + i * out_pixel;
       }
-      if (odd_offsets) {
+      if (odd_offsets && direct_input) {
+        std::fill(odd_offsets + q, odd_offsets + q + count, 0);
+        for (int j = 0; j < direct_planes; ++j)
+          pixel_code_sums(direct_input + in0 + j * direct_plane_stride, count, in_step, in_pixel, j, odd_offsets + q);
+        for (int i = 0; i < count; ++i)
+          odd_offsets[q + i] = static_cast<int32_t>(odd_factor * static_cast<uint32_t>(odd_offsets[q + i]));
+      } else if (odd_offsets) {
         const uint32_t* corner = prefix + n * prefix_image + r * prefix_row + c;
         for (int i = 0; i < count; ++i, corner += stride_w) {
           const uint32_t sum = corner[window_h + window_w] - corner[window_h] - corner[window_w] + corner[0];
@@ -210,10 +222,12 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel.
   // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel, from an integral
   // image (four reads per pixel).
+  // A 1x1 window is one pixel: its code sum is counted directly, per output pixel.
+  const bool odd_direct = odd && g.kernel_h == 1 && g.kernel_w == 1;
   thread_local std::vector<uint32_t> prefix_buffer;
   const int64_t prefix_row = input.stored_width() + 1, prefix_image = (input.stored_height() + 1) * prefix_row;
-  uint32_t* prefix = odd ? scratch(prefix_buffer, g.batch * prefix_image) : nullptr;
-  if (odd) code_sum_prefix(input, table, prefix);
+  uint32_t* prefix = odd && !odd_direct ? scratch(prefix_buffer, g.batch * prefix_image) : nullptr;
+  if (prefix) code_sum_prefix(input, table, prefix);
   const auto odd_factor = static_cast<uint32_t>(-((1 << spec.bits) - 1));
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
@@ -255,6 +269,12 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   walker.window_h = window_h;
   walker.window_w = window_w;
   walker.odd_factor = odd_factor;
+  if (odd_direct) {
+    walker.direct_input = input.data();
+    walker.direct_plane_stride = input.row_stride();
+    walker.direct_planes = act_bits;
+    walker.pixel_code_sums = table.pixel_code_sums;
+  }
 
   parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
     alignas(64) std::array<int64_t, kTilePixels> in_offsets{};

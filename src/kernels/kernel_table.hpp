@@ -74,8 +74,10 @@ using PackPixelsFn = void (*)(const uint8_t* codes, int64_t pixels, int64_t chan
 using QuantizePackRowFn = void (*)(const float* x, int64_t channel_stride, int64_t channels, int64_t width,
                                    const ActivationQuant& q, uint8_t* out, int64_t plane_stride, int64_t pixel_bytes);
 
-// Adds (popcount of pixel x's bytes) << plane to sums[x] for `pixels` pixels of one plane row.
-using PixelCodeSumsFn = void (*)(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, int plane, int32_t* sums);
+// Adds (popcount of pixel x's bytes) << plane to sums[x] for `pixels` pixels of one plane row,
+// pixel x starting at row + x * pixel_stride.
+using PixelCodeSumsFn = void (*)(const uint8_t* row, int64_t pixels, int64_t pixel_stride, int64_t pixel_bytes,
+                                 int plane, int32_t* sums);
 
 struct KernelTable {
   Isa isa;

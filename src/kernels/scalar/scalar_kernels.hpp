@@ -135,15 +135,17 @@ void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels,
   Pack(pixels.data(), width, channels, pixel_bytes * 8, q.bits, 0, out, plane_stride);
 }
 
-// Popcount of each pixel's bytes, 8 bytes at a time; Popcount64 is the ISA's popcount.
+// Popcount of each pixel's bytes (pixel x at row + x * pixel_stride), added as count << plane to
+// sums[x]; Popcount64 is the ISA's popcount.
 template <uint32_t (*Popcount64)(uint64_t)>
-void pixel_code_sums(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, int plane, int32_t* sums) {
+void pixel_code_sums(const uint8_t* row, int64_t pixels, int64_t pixel_stride, int64_t pixel_bytes, int plane,
+                     int32_t* sums) {
   // Narrow pixels (up to 64 channels, the common case) take one fixed-size load each.
   auto narrow = [&](auto word) {
     using Word = decltype(word);
     for (int64_t x = 0; x < pixels; ++x) {
       Word v;
-      std::memcpy(&v, row + x * static_cast<int64_t>(sizeof(Word)), sizeof(Word));
+      std::memcpy(&v, row + x * pixel_stride, sizeof(Word));
       sums[x] += static_cast<int32_t>(Popcount64(v) << plane);
     }
   };
@@ -155,7 +157,7 @@ void pixel_code_sums(const uint8_t* row, int64_t pixels, int64_t pixel_bytes, in
     default: break;
   }
   for (int64_t x = 0; x < pixels; ++x) {
-    const uint8_t* p = row + x * pixel_bytes;
+    const uint8_t* p = row + x * pixel_stride;
     uint32_t count = 0;
     int64_t b = 0;
     for (; b + 8 <= pixel_bytes; b += 8) {
