@@ -12,8 +12,9 @@
 namespace bitmix::kernels::detail {
 namespace {
 
-constexpr int kPixelBlock = 4;       // pixels per register block: 4 x 2 byte accumulators
+constexpr int kPixelBlock = 6;       // pixels per register block: 6 byte accumulators of one half
 constexpr int kFlushWords = 31;      // 31 words x at most 8 per byte keeps a byte below 256
+constexpr int kMaxWindowWords = 512; // window words kept on the stack (larger windows allocate)
 
 inline __m256i popcount_bytes(__m256i x, __m256i lut, __m256i low_nibbles) {
   const __m256i lo = _mm256_and_si256(x, low_nibbles);
@@ -26,63 +27,62 @@ inline __m256i widen(__m256i bytes) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
 }
 
-// One (weight plane i, activation plane j) pair for pixels [q0, q0 + kPixelBlock): adds
-// coef * counts to out. Only the 8 byte accumulators live in registers (16 ymm in all); the
-// 32-bit sums go to the tile in memory at each flush.
-void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, int q0, int32_t* out) {
+// One (weight plane i, activation plane j) pair, one 8-lane half h, pixels [q0, q0 + 6): adds
+// coef * counts to out. The window words are walked flat (word_offsets[w] = kh * row_stride +
+// 4 * d; the weights of word w at w * weight_planes * 16), in runs of at most kFlushWords so the
+// byte accumulators never wrap. 6 accumulators + weights + broadcast + lookup table + nibble
+// mask + temporaries fit the 16 ymm registers without spilling.
+void dense_pair(const DenseTile& t, const int64_t* word_offsets, int words, int i, int j, int h, int shift,
+                bool negative, int q0, int32_t* out) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                        2, 3, 2, 3, 3, 4);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
-  __m256i bytes[kPixelBlock][2];
-  auto clear = [&] {
-    for (int q = 0; q < kPixelBlock; ++q) bytes[q][0] = bytes[q][1] = _mm256_setzero_si256();
-  };
-  auto flush = [&] {
-    const __m128i count_shift = _mm_cvtsi32_si128(shift);
-    for (int q = 0; q < kPixelBlock; ++q)
-      for (int h = 0; h < 2; ++h) {
-        const __m256i c = _mm256_sll_epi32(widen(bytes[q][h]), count_shift);
-        auto* dst = reinterpret_cast<__m256i*>(out + (q0 + q) * kLanes + 8 * h);
-        const __m256i prior = _mm256_load_si256(dst);
-        _mm256_store_si256(dst, negative ? _mm256_sub_epi32(prior, c) : _mm256_add_epi32(prior, c));
-      }
-  };
-  clear();
+  const __m128i count_shift = _mm_cvtsi32_si128(shift);
   const int m = t.weight_planes;
-  const int64_t* offsets = t.pixel_offsets + q0;
-  int pending = 0;
-  for (int kh = 0; kh < t.kernel_h; ++kh) {
-    const uint8_t* row = t.input + kh * t.row_stride + j * t.plane_stride;
-    const uint32_t* wk = t.weights + (static_cast<int64_t>(kh) * t.words_per_row * m + i) * kLanes;
-    for (int d = 0; d < t.words_per_row; ++d) {
-      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wk + d * m * kLanes));
-      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wk + d * m * kLanes + 8));
-#pragma GCC unroll 4
+  const uint8_t* base = t.input + j * t.plane_stride;
+  const int64_t* px = t.pixel_offsets + q0;
+  const uint32_t* weights = t.weights + i * kLanes + 8 * h;
+  for (int w0 = 0; w0 < words; w0 += kFlushWords) {
+    const int w1 = std::min(words, w0 + kFlushWords);
+    __m256i acc[kPixelBlock];
+#pragma GCC unroll 6
+    for (int q = 0; q < kPixelBlock; ++q) acc[q] = _mm256_setzero_si256();
+    for (int w = w0; w < w1; ++w) {
+      const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(weights + static_cast<int64_t>(w) * m * kLanes));
+      const uint8_t* word = base + word_offsets[w];
+#pragma GCC unroll 6
       for (int q = 0; q < kPixelBlock; ++q) {
-        const __m256i b = _mm256_broadcastd_epi32(_mm_loadu_si32(row + offsets[q] + 4 * d));
-        bytes[q][0] = _mm256_add_epi8(bytes[q][0], popcount_bytes(_mm256_and_si256(w0, b), lut, low_nibbles));
-        bytes[q][1] = _mm256_add_epi8(bytes[q][1], popcount_bytes(_mm256_and_si256(w1, b), lut, low_nibbles));
-      }
-      if (++pending == kFlushWords) {
-        flush();
-        clear();
-        pending = 0;
+        const __m256i b = _mm256_broadcastd_epi32(_mm_loadu_si32(word + px[q]));
+        acc[q] = _mm256_add_epi8(acc[q], popcount_bytes(_mm256_and_si256(lanes, b), lut, low_nibbles));
       }
     }
+#pragma GCC unroll 6
+    for (int q = 0; q < kPixelBlock; ++q) {
+      const __m256i c = _mm256_sll_epi32(widen(acc[q]), count_shift);
+      auto* dst = reinterpret_cast<__m256i*>(out + (q0 + q) * kLanes + 8 * h);
+      const __m256i prior = _mm256_load_si256(dst);
+      _mm256_store_si256(dst, negative ? _mm256_sub_epi32(prior, c) : _mm256_add_epi32(prior, c));
+    }
   }
-  if (pending > 0) flush();
 }
 
 void dense_tile(const DenseTile& t, int32_t* out) {
   const int m = t.weight_planes, k = t.act_planes;
+  const int words = t.kernel_h * t.words_per_row;
+  int64_t word_offsets[kMaxWindowWords];
+  int64_t* offsets = words <= kMaxWindowWords ? word_offsets : new int64_t[static_cast<std::size_t>(words)];
+  for (int kh = 0, w = 0; kh < t.kernel_h; ++kh)
+    for (int d = 0; d < t.words_per_row; ++d) offsets[w++] = kh * t.row_stride + 4 * d;
   for (int q0 = 0; q0 < t.pixels; q0 += kPixelBlock) {
-    for (int q = q0; q < q0 + kPixelBlock; ++q) std::memset(out + q * kLanes, 0, kLanes * sizeof(int32_t));
+    std::memset(out + q0 * kLanes, 0, kPixelBlock * kLanes * sizeof(int32_t));
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < k; ++j) {
-        const bool negative = !t.odd_levels && i == m - 1;
-        dense_pair(t, i, j, i + j + (t.odd_levels ? 1 : 0), negative, q0, out);
-      }
+      for (int j = 0; j < k; ++j)
+        for (int h = 0; h < 2; ++h) {
+          const bool negative = !t.odd_levels && i == m - 1;
+          dense_pair(t, offsets, words, i, j, h, i + j + (t.odd_levels ? 1 : 0), negative, q0, out);
+        }
   }
+  if (offsets != word_offsets) delete[] offsets;
 }
 
 // ---------------------------------------------------------------------------------------------
