@@ -234,6 +234,46 @@ TEST(QuantizerBackward, AccumulateScalesInputAndParameterGradients) {
   }
 }
 
+TEST(QuantizerBackward, MixingCandidatesAsTheEbsSearchDoes) {
+  // One meta-weight, one LSQ quantizer per candidate bitwidth, outputs mixed with strengths p_k:
+  // y = sum_k p_k Q_k(W). y is linear in p, so dL/dp_k = <dL/dy, Q_k(W)> (dot_output) must match
+  // finite differences exactly up to rounding; dL/dW and the steps' gradients are the p-weighted
+  // sums of the candidates' own backward passes.
+  const Tensor w = gaussian({8, 3, 3, 3}, 12, 0.1f);
+  const Tensor c = gaussian(w.shape(), 13, 1.0f);
+  std::vector<Quantizer> candidates;
+  for (int bits : {2, 3, 4}) candidates.emplace_back(weight_spec(QuantizerKind::lsq, bits, Granularity::per_channel, 8));
+  const std::vector<float> p = {0.2f, 0.5f, 0.3f};
+  const auto mixture_loss = [&](const std::vector<float>& strengths) {
+    Tensor y = Tensor::zeros(w.shape());
+    for (std::size_t k = 0; k < candidates.size(); ++k) candidates[k].forward_accumulate(w, strengths[k], y);
+    double sum = 0.0;
+    for (int64_t i = 0; i < y.numel(); ++i) sum += static_cast<double>(c[i]) * static_cast<double>(y[i]);
+    return sum;
+  };
+  mixture_loss(p);  // initializes the steps
+  Tensor gw = Tensor::zeros(w.shape());
+  for (std::size_t k = 0; k < candidates.size(); ++k) {
+    candidates[k].backward_accumulate(w, c, p[k], gw);
+    std::vector<float> up = p, down = p;
+    up[k] += 1e-2f;
+    down[k] -= 1e-2f;
+    const double fd = (mixture_loss(up) - mixture_loss(down)) / (static_cast<double>(up[k]) - static_cast<double>(down[k]));
+    EXPECT_NEAR(candidates[k].dot_output(w, c), fd, 1e-4 * (1.0 + std::fabs(fd))) << "candidate " << k;
+  }
+  Tensor expected = Tensor::zeros(w.shape());
+  for (std::size_t k = 0; k < candidates.size(); ++k) {
+    Quantizer alone(candidates[k].spec());
+    alone.parameters()[0]->value = candidates[k].parameters()[0]->value;
+    alone.buffers()[0]->value[0] = 1.0f;
+    const Tensor g = alone.backward(w, c);
+    for (int64_t i = 0; i < w.numel(); ++i) expected[i] += p[k] * g[i];
+    for (int64_t ch = 0; ch < 8; ++ch)
+      EXPECT_NEAR(candidates[k].parameters()[0]->grad[ch], p[k] * alone.parameters()[0]->grad[ch], 1e-5f);
+  }
+  for (int64_t i = 0; i < w.numel(); ++i) ASSERT_NEAR(gw[i], expected[i], 1e-6f) << i;
+}
+
 TEST(QuantizerBackward, ShapesAreChecked) {
   Quantizer q(activation_spec(QuantizerKind::lsq, 4));
   const Tensor x({2, 3});
