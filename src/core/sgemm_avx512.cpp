@@ -136,32 +136,40 @@ void pack_b_avx512(int64_t kc, const float* base, const int64_t* row_offsets, co
     }
     return;
   }
-  bool all_contiguous = true;
-  for (int i = 0; i < run_count; ++i) all_contiguous = all_contiguous && runs[i].stride == 1;
-  if (!all_contiguous) {
-    pack_b_generic(kc, base, row_offsets, runs, run_count, n_valid, out);
-    return;
-  }
-  // Several contiguous runs (an image narrower than the sliver): masked loads and stores.
+  // Several runs: images narrower than the sliver (stride 1) and stride-2 convolutions, whose
+  // even columns are picked out of two loads with one permute. Masked loads never read past the
+  // last column a run uses.
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int64_t r = 0; r < kc; ++r) {
     float* dst = out + r * kNr;
-    _mm512_store_ps(dst, _mm512_setzero_ps());
-    _mm512_store_ps(dst + 16, _mm512_setzero_ps());
+    if (n_valid < kNr) {
+      _mm512_store_ps(dst, _mm512_setzero_ps());
+      _mm512_store_ps(dst + 16, _mm512_setzero_ps());
+    }
     const float* row = base + row_offsets[r];
     for (int i = 0; i < run_count; ++i) {
-      const float* src = row + runs[i].src;
-      float* d = dst + runs[i].dst;
-      int left = runs[i].length;
-      if (left == 8) {  // an image 8 wide: four output rows per sliver
-        _mm256_storeu_ps(d, _mm256_loadu_ps(src));
-        continue;
-      }
-      while (left > 0) {
-        const __mmask16 mask = column_mask(left);
-        _mm512_mask_storeu_ps(d, mask, _mm512_maskz_loadu_ps(mask, src));
-        src += 16;
-        d += 16;
-        left -= 16;
+      const bitmix::detail::SgemmColumnRun& run = runs[i];
+      const float* src = row + run.src;
+      float* d = dst + run.dst;
+      int left = run.length;
+      if (run.stride == 1) {
+        if (left == 8) {  // an image 8 wide: four output rows per sliver
+          _mm256_storeu_ps(d, _mm256_loadu_ps(src));
+          continue;
+        }
+        for (; left > 0; left -= 16, src += 16, d += 16) {
+          const __mmask16 mask = column_mask(left);
+          _mm512_mask_storeu_ps(d, mask, _mm512_maskz_loadu_ps(mask, src));
+        }
+      } else if (run.stride == 2) {
+        for (; left > 0; left -= 16, src += 32, d += 16) {
+          const int span = 2 * (left < 16 ? left : 16) - 1;
+          const __m512 lo = _mm512_maskz_loadu_ps(column_mask(span), src);
+          const __m512 hi = _mm512_maskz_loadu_ps(column_mask(span - 16), src + 16);
+          _mm512_mask_storeu_ps(d, column_mask(left), _mm512_permutex2var_ps(lo, even, hi));
+        }
+      } else {
+        for (int t = 0; t < left; ++t) d[t] = src[t * run.stride];
       }
     }
   }

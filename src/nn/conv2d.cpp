@@ -150,6 +150,47 @@ inline void zero_row(float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = 0.0f;
 }
 
+// dst[x] = src[x * stride] for x < n (one output row of an im2col); stride 2 picks the even
+// lanes of two 4-wide loads (reads src[2n - 1] at most one float past the last used, which
+// every caller's buffer has).
+inline void gather_row(float* __restrict dst, const float* __restrict src, int64_t n, int64_t stride) {
+  typedef float f32x4 __attribute__((vector_size(16)));
+  typedef int i32x4 __attribute__((vector_size(16)));
+  int64_t x = 0;
+  if (stride == 2) {
+    for (; x + 4 <= n; x += 4) {
+      f32x4 a, b;
+      __builtin_memcpy(&a, src + 2 * x, sizeof(a));
+      __builtin_memcpy(&b, src + 2 * x + 4, sizeof(b));
+      const f32x4 even = __builtin_shuffle(a, b, i32x4{0, 2, 4, 6});
+      __builtin_memcpy(dst + x, &even, sizeof(even));
+    }
+  }
+  for (; x < n; ++x) dst[x] = src[x * stride];
+}
+
+// dst[x * stride] += src[x] for x < n (one row of a col2im); stride 2 interleaves with zeros and
+// adds whole vectors (touches dst[2n - 1], one float past the last target, with + 0).
+inline void scatter_add_row(float* __restrict dst, const float* __restrict src, int64_t n, int64_t stride) {
+  typedef float f32x4 __attribute__((vector_size(16)));
+  typedef int i32x4 __attribute__((vector_size(16)));
+  int64_t x = 0;
+  if (stride == 2) {
+    const f32x4 zero = {};
+    for (; x + 4 <= n; x += 4) {
+      f32x4 c, p0, p1;
+      __builtin_memcpy(&c, src + x, sizeof(c));
+      __builtin_memcpy(&p0, dst + 2 * x, sizeof(p0));
+      __builtin_memcpy(&p1, dst + 2 * x + 4, sizeof(p1));
+      p0 += __builtin_shuffle(c, zero, i32x4{0, 4, 1, 4});
+      p1 += __builtin_shuffle(c, zero, i32x4{2, 4, 3, 4});
+      __builtin_memcpy(dst + 2 * x, &p0, sizeof(p0));
+      __builtin_memcpy(dst + 2 * x + 4, &p1, sizeof(p1));
+    }
+  }
+  for (; x < n; ++x) dst[x * stride] += src[x];
+}
+
 void pad_planes(const float* __restrict src, int64_t channels, int64_t h, int64_t w, int64_t top, int64_t left,
                 int64_t hp, int64_t wp, int64_t slack, float* __restrict dst) {
   for (int64_t c = 0; c < channels; ++c) {
@@ -399,9 +440,9 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
                         dx + grp * g.cin_g * g.h * g.w, g.h * g.w);
               } else {
                 // col = W^T dY, then scatter-add into a padded input gradient and crop it.
-                float* col = sized(s.d, g.depth * g.out_pixels + g.cin * g.in_plane);
+                float* col = sized(s.d, g.depth * g.out_pixels + g.cin * g.in_plane + 8);
                 float* acc = col + g.depth * g.out_pixels;
-                std::fill(acc, acc + g.cin * g.in_plane, 0.0f);
+                std::fill(acc, acc + g.cin * g.in_plane + 8, 0.0f);
                 for (int64_t grp = 0; grp < g.groups; ++grp) {
                   sgemm(packed_dx[static_cast<std::size_t>(grp)],
                         SgemmIndexedB{dy + grp * g.cout_g * g.out_pixels, dx_rows, dx_cols}, 1.0f, 0.0f, col,
@@ -412,7 +453,7 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
                         const float* crow = col + ((ci * g.kh + i) * g.kw + j) * g.out_pixels;
                         float* plane = acc + (grp * g.cin_g + ci) * g.in_plane + i * g.wp + j;
                         for (int64_t y = 0; y < g.oh; ++y)
-                          for (int64_t xx = 0; xx < g.ow; ++xx) plane[y * g.sh * g.wp + xx * g.sw] += crow[y * g.ow + xx];
+                          scatter_add_row(plane + y * g.sh * g.wp, crow + y * g.ow, g.ow, g.sw);
                       }
                 }
                 for (int64_t ci = 0; ci < g.cin; ++ci)
@@ -443,8 +484,7 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
                     for (int64_t j = 0; j < g.kw; ++j) {
                       float* crow = in_slot + ((ci * g.kh + i) * g.kw + j) * g.out_pixels;
                       const float* src = padded + ci * g.in_plane + i * g.wp + j;
-                      for (int64_t y = 0; y < g.oh; ++y)
-                        for (int64_t xx = 0; xx < g.ow; ++xx) crow[y * g.ow + xx] = src[y * g.sh * g.wp + xx * g.sw];
+                      for (int64_t y = 0; y < g.oh; ++y) gather_row(crow + y * g.ow, src + y * g.sh * g.wp, g.ow, g.sw);
                     }
               }
             }

@@ -169,9 +169,11 @@ float LrSchedule::lr(int64_t step) const {
   const LrScheduleOptions& o = options_;
   const double base = o.base_lr;
   if (step < o.warmup_steps) {
-    // Linear from base * start_factor at step 0 to base at the end of the warm-up.
-    const double f = double{o.warmup_start_factor} +
-                     (1.0 - double{o.warmup_start_factor}) * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
+    // Linear from base * start_factor towards base, reaching it at the last warm-up step (so
+    // the first step already moves when the start factor is 0).
+    const double f = double{o.warmup_start_factor} + (1.0 - double{o.warmup_start_factor}) *
+                                                          static_cast<double>(step + 1) /
+                                                          static_cast<double>(o.warmup_steps);
     return static_cast<float>(base * f);
   }
   switch (o.kind) {

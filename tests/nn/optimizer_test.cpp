@@ -110,8 +110,9 @@ TEST(LrSchedule, CosineWithWarmupStepAndConstant) {
   o.warmup_start_factor = 0.0f;
   o.min_lr = 0.001f;
   const LrSchedule cosine(o);
-  EXPECT_FLOAT_EQ(cosine.lr(0), 0.0f);
-  EXPECT_NEAR(cosine.lr(5), 0.05, 1e-7);
+  EXPECT_NEAR(cosine.lr(0), 0.01, 1e-8);  // warm-up: (t + 1) / 10 of the base rate
+  EXPECT_NEAR(cosine.lr(5), 0.06, 1e-7);
+  EXPECT_NEAR(cosine.lr(9), 0.1, 1e-7);
   EXPECT_NEAR(cosine.lr(10), 0.1, 1e-7);
   EXPECT_NEAR(cosine.lr(60), 0.001 + 0.099 * 0.5, 1e-6);  // halfway through the cosine
   EXPECT_NEAR(cosine.lr(35), 0.001 + 0.099 * 0.5 * (1 + std::cos(std::numbers::pi * 0.25)), 1e-6);

@@ -109,7 +109,9 @@ struct LrScheduleOptions {
   float base_lr = 0.1f;
   int64_t total_steps = 1;       // iterations of the whole run (epochs x batches per epoch)
   int64_t steps_per_epoch = 1;
-  int64_t warmup_steps = 0;      // linear warm-up from base_lr * warmup_start_factor
+  // Linear warm-up: lr(t) = base_lr * (f + (1 - f) * (t + 1) / warmup_steps) for t < warmup_steps,
+  // f = warmup_start_factor.
+  int64_t warmup_steps = 0;
   float warmup_start_factor = 0.0f;
   float min_lr = 0.0f;           // cosine: the value at the last step
   std::vector<int> milestones;   // step: epochs at which the rate is multiplied by gamma
