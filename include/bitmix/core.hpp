@@ -11,3 +11,4 @@
 #include "bitmix/core/version.hpp"
 #include "bitmix/core/parameter.hpp"
 #include "bitmix/core/plot.hpp"
+#include "bitmix/core/resources.hpp"
