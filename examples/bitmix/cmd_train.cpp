@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
@@ -106,10 +107,10 @@ int run_train(int argc, char** argv) {
   o.seed = seed;
   o.out_dir = args.get_string("out");
   o.progress = !args.get_flag("no-progress");
-  o.model_metadata = fmt::format(
-      R"({{"arch": "{}", "in_channels": {}, "image_height": {}, "image_width": {}, "num_classes": {}, "shortcut": "{}", "width": {}, "zero_init_residual": {}, "data": "{}", "augment": "{}"}})",
-      ms.arch, ms.in_channels, ms.image_height, ms.image_width, ms.num_classes, nn::shortcut_name(ms.shortcut),
-      ms.width, ms.zero_init_residual, spec.to_string(), augment);
+  nlohmann::json model_meta = nlohmann::json::parse(nn::model_spec_to_json(ms));
+  model_meta["data"] = spec.to_string();
+  model_meta["augment"] = augment;
+  o.model_metadata = model_meta.dump();
 
   const std::string resume = args.get_string("resume"), init = args.get_string("init");
   if (!resume.empty() && !init.empty()) throw UsageError("--resume and --init exclude each other");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
@@ -18,6 +19,45 @@ ShortcutOption parse_shortcut(std::string_view text) {
 }
 
 std::string_view shortcut_name(ShortcutOption option) { return option == ShortcutOption::A ? "A" : "B"; }
+
+std::string model_spec_to_json(const ModelSpec& spec) {
+  const nlohmann::json j = {{"arch", spec.arch},
+                            {"in_channels", spec.in_channels},
+                            {"image_height", spec.image_height},
+                            {"image_width", spec.image_width},
+                            {"num_classes", spec.num_classes},
+                            {"shortcut", std::string(shortcut_name(spec.shortcut))},
+                            {"width", spec.width},
+                            {"zero_init_residual", spec.zero_init_residual},
+                            {"seed", spec.seed}};
+  return j.dump();
+}
+
+ModelSpec model_spec_from_json(std::string_view text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw FormatError("model spec: expected a JSON object");
+  ModelSpec spec;
+  auto field = [&](const char* key) -> const nlohmann::json& {
+    if (!j.contains(key)) throw FormatError(fmt::format("model spec: missing field '{}'", key));
+    return j.at(key);
+  };
+  try {
+    spec.arch = field("arch").get<std::string>();
+    spec.in_channels = field("in_channels").get<int64_t>();
+    spec.image_height = field("image_height").get<int64_t>();
+    spec.image_width = field("image_width").get<int64_t>();
+    spec.num_classes = field("num_classes").get<int64_t>();
+    spec.shortcut = j.contains("shortcut") ? parse_shortcut(j.at("shortcut").get<std::string>()) : ShortcutOption::A;
+    spec.width = j.value("width", int64_t{0});
+    spec.zero_init_residual = j.value("zero_init_residual", false);
+    spec.seed = j.value("seed", uint64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(fmt::format("model spec: malformed field ({})", e.what()));
+  } catch (const ArgumentError& e) {
+    throw FormatError(fmt::format("model spec: {}", e.what()));
+  }
+  return spec;
+}
 
 // ---------------------------------------------------------------------------------------------
 BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, ShortcutOption shortcut, Rng& rng)

@@ -203,3 +203,41 @@ TEST(Trainer, RejectsAModelThatDoesNotFitTheData) {
 
 }  // namespace
 }  // namespace bitmix::nn
+
+namespace bitmix::nn {
+namespace {
+
+// A trainer checkpoint rebuilds its own model (architecture from the metadata, weights,
+// normalization): what the search and the deployment compiler start from.
+TEST(Trainer, CheckpointRebuildsTheModel) {
+  const data::Dataset train = synthetic(64, 8);
+  const auto dir = fresh_dir("rebuild");
+  ModelSpec spec;
+  spec.arch = "resnet8";
+  spec.width = 4;
+  spec.in_channels = 1;
+  spec.image_height = spec.image_width = 8;
+  spec.num_classes = 3;
+  spec.shortcut = ShortcutOption::B;
+  auto model = make_model(spec);
+  TrainerOptions o = small_options(dir);
+  o.epochs = 1;
+  o.model_metadata = model_spec_to_json(spec);
+  Trainer trainer(*model, train, nullptr, o);
+  trainer.fit();
+  const LoadedModel loaded = load_model_checkpoint(dir / "model.ckpt");
+  EXPECT_EQ(loaded.spec.arch, "resnet8");
+  EXPECT_EQ(loaded.spec.shortcut, ShortcutOption::B);
+  ASSERT_EQ(loaded.mean.size(), 1u);
+  EXPECT_FLOAT_EQ(loaded.mean[0], trainer.normalization().mean[0]);
+  const auto a = model->named_parameters(), b = loaded.model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    for (int64_t k = 0; k < a[i].parameter->value.numel(); ++k)
+      ASSERT_EQ(a[i].parameter->value[k], b[i].parameter->value[k]) << a[i].name;
+  EXPECT_THROW(model_spec_from_json(R"({"arch": "resnet20"})"), FormatError);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace bitmix::nn

@@ -12,11 +12,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "bitmix/core/tensor.hpp"
+#include "bitmix/nn/models.hpp"
 #include "bitmix/nn/module.hpp"
 #include "bitmix/nn/optimizer.hpp"
 
@@ -70,5 +72,16 @@ void add_optimizer_state(Checkpoint& checkpoint, Optimizer& optimizer, std::stri
 // Restores it; every state tensor must be present with its shape (FormatError otherwise).
 void load_optimizer_state(Optimizer& optimizer, const Checkpoint& checkpoint, std::string_view group,
                           std::string_view source = "checkpoint");
+
+// A model rebuilt from a trainer checkpoint: the architecture from the metadata's "model"
+// object, the weights and buffers loaded (strictly unless told otherwise), and the input
+// normalization the model was trained with (per-channel mean and std of pixels in [0, 1]).
+struct LoadedModel {
+  ModelSpec spec;
+  std::unique_ptr<Module> model;
+  std::vector<float> mean, stddev;
+  Checkpoint checkpoint;
+};
+LoadedModel load_model_checkpoint(const std::filesystem::path& path, const LoadOptions& options = {});
 
 }  // namespace bitmix::nn

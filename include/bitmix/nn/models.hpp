@@ -53,6 +53,13 @@ std::unique_ptr<Module> make_model(const ModelSpec& spec);
 ShortcutOption parse_shortcut(std::string_view text);
 std::string_view shortcut_name(ShortcutOption option);
 
+// The spec as a JSON object text ({"arch": "resnet20", "in_channels": 3, ...}); the trainer
+// stores it in checkpoint metadata under "model", so a checkpoint can rebuild its model.
+std::string model_spec_to_json(const ModelSpec& spec);
+// Reads the fields written by model_spec_to_json (other keys are ignored); throws FormatError
+// naming the missing or malformed field.
+ModelSpec model_spec_from_json(std::string_view json);
+
 class BasicBlock : public Module {
  public:
   BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, ShortcutOption shortcut, Rng& rng);
