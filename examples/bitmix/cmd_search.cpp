@@ -1,0 +1,147 @@
+// bitmix search: find a bitwidth per layer (weights and activations) under a budget.
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "bitmix/core/cpu.hpp"
+#include "bitmix/core/thread_pool.hpp"
+#include "bitmix/search/search.hpp"
+#include "cli.hpp"
+#include "model_options.hpp"
+
+namespace bitmix::cli {
+namespace {
+
+search::Budget parse_budget(const ArgParser& args) {
+  struct Flag {
+    const char* name;
+    search::Budget::Kind kind;
+    double min, max;
+  };
+  const Flag flags[] = {{"budget-bitops", search::Budget::Kind::bitops, 1e-9, 1e9},
+                        {"budget-avg-bits", search::Budget::Kind::avg_bits, 1.0, 8.0},
+                        {"budget-size-kb", search::Budget::Kind::size_kb, 1e-6, 1e12},
+                        {"budget-latency-ms", search::Budget::Kind::latency_ms, 1e-9, 1e9}};
+  std::optional<search::Budget> budget;
+  for (const Flag& f : flags) {
+    if (!args.given(f.name)) continue;
+    if (budget) throw UsageError("give exactly one budget (--budget-bitops, --budget-avg-bits, --budget-size-kb or --budget-latency-ms)");
+    budget = search::Budget{f.kind, args.get_double(f.name, f.min, f.max)};
+  }
+  if (!budget)
+    throw UsageError("a budget is required: --budget-bitops G, --budget-avg-bits B, --budget-size-kb K or --budget-latency-ms T");
+  return *budget;
+}
+
+std::vector<int> ascending(const ArgParser& args, const char* name) {
+  std::vector<int> bits = args.get_int_list(name, 1, 8);
+  for (std::size_t i = 1; i < bits.size(); ++i)
+    if (bits[i] <= bits[i - 1])
+      throw UsageError(fmt::format("--{} '{}': expected distinct bitwidths in ascending order", name, args.get_string(name)));
+  return bits;
+}
+
+int run_search_command(int argc, char** argv) {
+  ArgParser args("search",
+                 "Search a bitwidth per layer for weights and activations under a budget, starting from a trained "
+                 "float checkpoint: EBS (one set of meta weights per layer, quantized to every candidate) or the "
+                 "DNAS baseline. Writes DIR/bits.json (the BitConfig), DIR/model.ckpt (ready for `bitmix train "
+                 "--bits DIR/bits.json --init DIR/model.ckpt`), DIR/strengths.csv, DIR/bits.svg, DIR/strengths.svg "
+                 "and DIR/summary.json.");
+  args.common_options();
+  add_data_subset_options(args);
+  add_model_options(args);
+  args.option("init", "CKPT", "float checkpoint to start from (bitmix train); without it the search starts from random weights", "");
+  args.choice("method", {"ebs", "dnas"}, "EBS (shared meta weights) or the DNAS baseline (a weight copy and a convolution per candidate pair)", "ebs");
+  args.option("wbits", "LIST", "candidate weight bitwidths", "2,3,4,5");
+  args.option("abits", "LIST", "candidate activation bitwidths", "2,3,4,5");
+  args.option("wquant", "KIND", "weight quantizer of every candidate", "lsq");
+  args.option("aquant", "KIND", "activation quantizer of every candidate", "lsq");
+  args.option("first-last-bits", "B", "bits of the first conv and the last linear layer (0 = search them too)", "8");
+  args.option("budget-bitops", "G", "budget in GBitOPs per image (sum of MACs x w_bits x a_bits)");
+  args.option("budget-avg-bits", "B", "budget = the BitOPs of uniform W B A B (first/last layers at their pinned bits)");
+  args.option("budget-size-kb", "K", "budget in KiB of packed weights");
+  args.option("budget-latency-ms", "T", "budget in milliseconds, from --latency-table");
+  args.option("latency-table", "FILE", "per-layer kernel latencies (bitmix latency writes one for this machine)");
+  args.option("penalty", "LAMBDA", "weight of the budget penalty lambda * ln(E[cost]/budget)^2", "2");
+  args.option("strength-lr", "LR", "Adam learning rate of the strengths", "0.01");
+  args.option("strength-warmup", "EPOCHS", "keep the strengths fixed for this many epochs", "0");
+  args.flag("gumbel", "Gumbel-softmax strengths with an annealed temperature");
+  args.option("tau-start", "T", "Gumbel-softmax: initial temperature", "5");
+  args.option("tau-end", "T", "Gumbel-softmax: final temperature", "0.5");
+  args.flag("bilevel", "first-order bilevel: step the strengths on a held-out part of the training set");
+  args.option("holdout", "F", "bilevel: fraction of the training set held out", "0.1");
+  args.flag("no-fill", "do not spend budget left over after the argmax selection");
+  add_training_options(args, {/*epochs=*/5, /*lr=*/0.01, /*wd=*/5e-4});
+  if (!args.parse(argc, argv)) return 0;
+  const uint64_t seed = args.apply_common();
+
+  search::SearchOptions options;
+  options.method = search::parse_search_method(args.get_string("method"));
+  options.candidates = {ascending(args, "wbits"), ascending(args, "abits")};
+  options.w_quant = quant::parse_quantizer_kind(args.get_string("wquant"));
+  options.a_quant = quant::parse_quantizer_kind(args.get_string("aquant"));
+  const int pin = static_cast<int>(args.get_int("first-last-bits", 0, 8));
+  options.policy = pin == 0 ? quant::BitPolicy::none() : quant::BitPolicy{pin, pin};
+  options.budget = parse_budget(args);
+  options.latency_table = args.get_string("latency-table");
+  options.penalty_weight = args.get_double("penalty", 0.0, 1e6);
+  options.strength_lr = static_cast<float>(args.get_double("strength-lr", 1e-9, 10.0));
+  options.gumbel = args.get_flag("gumbel");
+  options.temperature_start = args.get_double("tau-start", 1e-3, 1e3);
+  options.temperature_end = args.get_double("tau-end", 1e-3, 1e3);
+  options.bilevel = args.get_flag("bilevel");
+  options.holdout_fraction = args.get_double("holdout", 1e-6, 0.999);
+  options.fill = !args.get_flag("no-fill");
+  options.out_dir = args.get_string("out");
+
+  data::DataSpec data_spec;
+  const data::DatasetSplits splits = load_data(args, &data_spec);
+  const nn::ModelSpec ms = model_spec(args, splits.train, seed);
+  std::string augment;
+  options.train = training_options(args, data_spec, seed, &augment);
+  options.strength_warmup_epochs =
+      static_cast<float>(args.get_double("strength-warmup", 0.0, static_cast<double>(options.train.epochs)));
+  options.model_name = ms.arch;
+  std::unique_ptr<nn::Module> model = nn::make_model(ms);
+  if (const std::string init = args.get_string("init"); !init.empty()) {
+    load_initial_weights(*model, init, /*partial=*/false);
+  } else {
+    std::cerr << "note: no --init checkpoint; searching from randomly initialized weights\n";
+  }
+  std::cerr << fmt::format("{} search on {} ({} train / {} test images), candidates W{{{}}} A{{{}}}, budget {}, "
+                           "{} epochs, {} threads, {}\n",
+                           search::search_method_name(options.method), data_spec.to_string(), splits.train.size(),
+                           splits.test.size(), fmt::join(options.candidates.w_bits, ","),
+                           fmt::join(options.candidates.a_bits, ","), options.budget.describe(), options.train.epochs,
+                           num_threads(), isa_name(active_isa()));
+
+  const search::SearchResult result =
+      search::run_search(*model, splits, options, model_metadata(ms, data_spec, augment));
+
+  // The summary table.
+  std::cout << fmt::format("\n{:<22} {:>10} {:>8} {:>6} {:>6}\n", "layer", "MACs", "params", "W", "A");
+  for (const quant::LayerBits& l : result.config.layers)
+    std::cout << fmt::format("{:<22} {:>10} {:>8} {:>6} {:>6}\n", l.name, l.macs.value_or(0), l.params.value_or(0),
+                             l.w_bits, l.a_bits);
+  const quant::BitTotals totals = result.config.compute_totals();
+  std::cout << fmt::format("\n{}\nselected cost {:.6g} = {:.2f}% of the budget {:.6g} ({}; argmax {:.6g}, {} bits "
+                           "lowered, {} raised)\nBitOPs {:.4g} G, weights {:.2f} KiB, supernet test accuracy {:.2f}%, "
+                           "{:.1f} s, peak RSS {:.0f} MiB\nwrote {}/bits.json and {}/model.ckpt\n",
+                           result.config.summary(), result.selection.cost,
+                           100.0 * result.selection.cost / result.budget.value, result.budget.value,
+                           search::cost_kind_name(result.budget.kind), result.selection.argmax_cost,
+                           result.selection.lowered, result.selection.raised,
+                           static_cast<double>(totals.bitops.value_or(0)) / 1e9,
+                           static_cast<double>(totals.weight_bits.value_or(0)) / 8.0 / 1024.0,
+                           result.history.empty() ? 0.0 : 100.0 * result.history.back().test_accuracy, result.seconds,
+                           static_cast<double>(result.peak_rss_bytes) / (1 << 20), options.out_dir.string(),
+                           options.out_dir.string());
+  return 0;
+}
+
+const bool registered = register_command(
+    {"search", "search a bitwidth per layer under a BitOPs/size/latency budget (EBS or DNAS)", run_search_command});
+
+}  // namespace
+}  // namespace bitmix::cli

@@ -1,0 +1,43 @@
+#pragma once
+// Flags shared by the subcommands that build a model and train it (search, and the
+// quantization-aware paths): dataset subsets, architecture, training hyper-parameters.
+
+#include <memory>
+#include <string>
+
+#include "bitmix/data/dataset.hpp"
+#include "bitmix/nn/models.hpp"
+#include "bitmix/nn/trainer.hpp"
+#include "cli.hpp"
+
+namespace bitmix::cli {
+
+// --train-subset, --test-subset.
+void add_data_subset_options(ArgParser& args);
+// Loads --data and applies the subsets.
+data::DatasetSplits load_data(const ArgParser& args, data::DataSpec* spec_out = nullptr);
+
+// --model, --shortcut, --width.
+void add_model_options(ArgParser& args);
+nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed);
+// The JSON object text `bitmix train` stores as the checkpoint's "model" metadata.
+std::string model_metadata(const nn::ModelSpec& spec, const data::DataSpec& data, const std::string& augment);
+
+// --epochs, --batch, --lr, --wd, --momentum, --schedule, --warmup, --augment, --pad-crop,
+// --eval-batch, --no-progress, with defaults suited to the subcommand.
+struct TrainingDefaults {
+  int epochs = 15;
+  double lr = 0.1;
+  double wd = 5e-4;
+};
+void add_training_options(ArgParser& args, const TrainingDefaults& defaults);
+// `augment_out` receives the resolved augmentation name.
+nn::TrainerOptions training_options(const ArgParser& args, const data::DataSpec& data, uint64_t seed,
+                                    std::string* augment_out = nullptr);
+
+// Loads a checkpoint's parameters and buffers into `model`, tolerating entries the model or the
+// checkpoint lacks when `partial` (e.g. a float checkpoint into a model with quantizers), and
+// prints what was loaded.
+void load_initial_weights(nn::Module& model, const std::string& path, bool partial);
+
+}  // namespace bitmix::cli

@@ -1,0 +1,498 @@
+#include "bitmix/search/search.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <iostream>
+
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/file_io.hpp"
+#include "bitmix/core/plot.hpp"
+#include "bitmix/core/resources.hpp"
+#include "bitmix/core/timer.hpp"
+#include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/nn/layers.hpp"
+#include "bitmix/nn/optimizer.hpp"
+
+namespace bitmix::search {
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+SearchMethod parse_search_method(std::string_view text) {
+  if (text == "ebs") return SearchMethod::ebs;
+  if (text == "dnas") return SearchMethod::dnas;
+  throw ArgumentError(fmt::format("--method '{}': expected ebs or dnas", text));
+}
+
+std::string_view search_method_name(SearchMethod method) { return method == SearchMethod::ebs ? "ebs" : "dnas"; }
+
+namespace {
+
+int64_t out_channels_of(const nn::LayerInfo& info) {
+  return info.conv != nullptr ? info.conv->options().out_channels : info.linear->out_features();
+}
+
+bool is_pinned(std::size_t index, std::size_t count, const quant::BitPolicy& policy, int* bits) {
+  if (index == 0 && policy.first_layer_bits) {
+    *bits = *policy.first_layer_bits;
+    return true;
+  }
+  if (index + 1 == count && policy.last_layer_bits) {
+    *bits = *policy.last_layer_bits;
+    return true;
+  }
+  return false;
+}
+
+// The candidate index of `bits` in a mixture.
+std::size_t index_of(const QuantizerMixture& mixture, int bits) {
+  for (std::size_t i = 0; i < mixture.bits().size(); ++i)
+    if (mixture.bits()[i] == bits) return i;
+  throw Error(fmt::format("bitwidth {} is not a candidate of this mixture", bits));
+}
+
+// Probability rows of one epoch, for strengths.csv and strengths.svg.
+struct StrengthRecord {
+  int epoch;
+  std::vector<LayerProbabilities> probabilities;
+  double expected_cost;
+};
+
+std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
+                          const std::vector<StrengthRecord>& records, const CostModel& cost_model) {
+  std::string csv = "epoch,layer,pinned";
+  for (int b : candidates.w_bits) csv += fmt::format(",p_w{}", b);
+  for (int b : candidates.a_bits) csv += fmt::format(",q_a{}", b);
+  csv += ",expected_w_bits,expected_a_bits,expected_layer_cost,expected_total_cost\n";
+  for (const StrengthRecord& r : records) {
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const LayerProbabilities& pq = r.probabilities[l];
+      csv += fmt::format("{},{},{}", r.epoch, layers[l].info.name, layers[l].pinned ? 1 : 0);
+      double ew = 0, ea = 0, cost = 0;
+      if (layers[l].pinned) {
+        for (std::size_t i = 0; i < candidates.w_bits.size() + candidates.a_bits.size(); ++i) csv += ",";
+        ew = layers[l].weights->bits()[0];
+        ea = layers[l].inputs->bits()[0];
+        cost = cost_model.layer_cost(l, static_cast<int>(ew), static_cast<int>(ea));
+      } else {
+        for (double p : pq.w) csv += fmt::format(",{:.6f}", p);
+        for (double q : pq.a) csv += fmt::format(",{:.6f}", q);
+        for (std::size_t i = 0; i < pq.w.size(); ++i) ew += pq.w[i] * candidates.w_bits[i];
+        for (std::size_t j = 0; j < pq.a.size(); ++j) ea += pq.a[j] * candidates.a_bits[j];
+        for (std::size_t i = 0; i < pq.w.size(); ++i)
+          for (std::size_t j = 0; j < pq.a.size(); ++j)
+            cost += pq.w[i] * pq.a[j] * cost_model.layer_cost(l, candidates.w_bits[i], candidates.a_bits[j]);
+      }
+      csv += fmt::format(",{:.4f},{:.4f},{:.6g},{:.6g}\n", ew, ea, cost, r.expected_cost);
+    }
+  }
+  return csv;
+}
+
+// Two charts stacked in one SVG document (nested <svg> elements).
+std::string stack_svgs(const std::vector<std::string>& charts) {
+  double height = 0, width = 0;
+  std::string body;
+  for (const std::string& chart : charts) {
+    auto number_after = [&](const std::string& key) {
+      const auto pos = chart.find(key);
+      return pos == std::string::npos ? 0.0 : std::stod(chart.substr(pos + key.size()));
+    };
+    const double w = number_after("width=\""), h = number_after("height=\"");
+    body += fmt::format("<svg y=\"{}\"{}", height, chart.substr(4));
+    height += h;
+    width = std::max(width, w);
+  }
+  return fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n{2}</svg>\n",
+                     width, height, body);
+}
+
+std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
+                          const std::vector<StrengthRecord>& records) {
+  LineChart w_chart, a_chart;
+  w_chart.title = "expected weight bits per layer during the search";
+  a_chart.title = "expected activation bits per layer during the search";
+  w_chart.x_label = a_chart.x_label = "epoch";
+  w_chart.y_label = a_chart.y_label = "E[bits]";
+  for (const StrengthRecord& r : records) {
+    w_chart.x.push_back(r.epoch);
+    a_chart.x.push_back(r.epoch);
+  }
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    if (layers[l].pinned) continue;
+    PlotSeries ws{layers[l].info.name, {}}, as{layers[l].info.name, {}};
+    for (const StrengthRecord& r : records) {
+      double ew = 0, ea = 0;
+      for (std::size_t i = 0; i < r.probabilities[l].w.size(); ++i) ew += r.probabilities[l].w[i] * candidates.w_bits[i];
+      for (std::size_t j = 0; j < r.probabilities[l].a.size(); ++j) ea += r.probabilities[l].a[j] * candidates.a_bits[j];
+      ws.values.push_back(ew);
+      as.values.push_back(ea);
+    }
+    w_chart.series.push_back(std::move(ws));
+    a_chart.series.push_back(std::move(as));
+  }
+  return stack_svgs({render_svg(w_chart), render_svg(a_chart)});
+}
+
+std::string bits_svg(const quant::BitConfig& config, const std::string& title) {
+  BarChart chart;
+  chart.title = title;
+  chart.y_label = "bits";
+  chart.y_max = 8;
+  PlotSeries w{"weights", {}}, a{"activations", {}};
+  for (const quant::LayerBits& l : config.layers) {
+    chart.categories.push_back(l.name);
+    w.values.push_back(l.w_bits);
+    a.values.push_back(l.a_bits);
+  }
+  chart.series = {std::move(w), std::move(a)};
+  return render_svg(chart);
+}
+
+// "<layer>.weight_transform.b4.step" -> "<layer>.weight_transform.step" for the chosen candidate.
+std::string strip_candidate(const std::string& local_name) {
+  const auto dot = local_name.find('.');
+  return dot == std::string::npos ? local_name : local_name.substr(dot + 1);
+}
+
+// The fine-tuning checkpoint: the meta weights, BatchNorm state, and the chosen candidates'
+// quantizer state under the names a QAT model uses.
+nn::Checkpoint finetune_checkpoint(nn::Module& model, const std::vector<SearchedLayer>& layers,
+                                   const quant::BitConfig& config, const std::string& metadata) {
+  nn::Checkpoint ck;
+  ck.metadata = metadata;
+  auto is_transform = [](const std::string& name) {
+    return name.find(".weight_transform.") != std::string::npos || name.find(".input_transform.") != std::string::npos;
+  };
+  for (const NamedParameter& p : model.named_parameters())
+    if (!is_transform(p.name)) ck.add(nn::CheckpointTensorKind::parameter, p.name, p.parameter->value);
+  for (const NamedBuffer& b : model.named_buffers())
+    if (!is_transform(b.name)) ck.add(nn::CheckpointTensorKind::buffer, b.name, b.buffer->value);
+  for (const SearchedLayer& layer : layers) {
+    const quant::LayerBits& bits = config.at(layer.info.name);
+    struct Slot {
+      QuantizerMixture* mixture;
+      int bits;
+      const char* prefix;
+    };
+    for (const Slot& slot : {Slot{layer.weights, bits.w_bits, "weight_transform"},
+                             Slot{layer.inputs, bits.a_bits, "input_transform"}}) {
+      quant::Quantizer& q = slot.mixture->quantizer(index_of(*slot.mixture, slot.bits));
+      for (Parameter* p : q.parameters())
+        ck.add(nn::CheckpointTensorKind::parameter,
+               fmt::format("{}.{}.{}", layer.info.name, slot.prefix, strip_candidate(p->name)), p->value);
+      for (Buffer* b : q.buffers())
+        ck.add(nn::CheckpointTensorKind::buffer, fmt::format("{}.{}.{}", layer.info.name, slot.prefix,
+                                                             strip_candidate(b->name)),
+               b->value);
+    }
+  }
+  return ck;
+}
+
+std::string human_cost(CostKind kind, double value) {
+  switch (kind) {
+    case CostKind::bitops: return fmt::format("{:.4g} GBitOPs", value / 1e9);
+    case CostKind::size: return fmt::format("{:.4g} KiB", value / 8.0 / 1024.0);
+    case CostKind::latency: return fmt::format("{:.4g} ms", value);
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::vector<SearchedLayer> attach_mixtures(nn::Module& model, const Shape& image_shape, const SearchOptions& options) {
+  validate_candidates(options.candidates);
+  const std::vector<nn::LayerInfo> infos = model.quantizable_layers(image_shape);
+  if (infos.empty()) throw ArgumentError("the model has no quantizable layers to search");
+  std::vector<SearchedLayer> layers;
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    int pin = 8;
+    const bool pinned = is_pinned(i, infos.size(), options.policy, &pin);
+    std::vector<int> w_bits = pinned ? std::vector<int>{pin} : options.candidates.w_bits;
+    std::vector<int> a_bits = pinned ? std::vector<int>{pin} : options.candidates.a_bits;
+    const quant::QuantizerSpec w_spec =
+        quant::weight_spec(options.w_quant, w_bits[0], quant::Granularity::per_channel, out_channels_of(infos[i]));
+    const quant::QuantizerSpec a_spec = quant::activation_spec(options.a_quant, a_bits[0], /*signed=*/i == 0);
+    auto weights = std::make_unique<QuantizerMixture>(w_spec, w_bits);
+    auto inputs = std::make_unique<QuantizerMixture>(a_spec, a_bits);
+    SearchedLayer layer{infos[i], pinned, weights.get(), inputs.get()};
+    nn::TransformSlots* slots = nullptr;
+    if (infos[i].conv != nullptr) {
+      slots = infos[i].conv;
+    } else if (infos[i].linear != nullptr) {
+      slots = infos[i].linear;
+    } else {
+      throw Error(fmt::format("layer {} is neither a convolution nor a linear layer", infos[i].name));
+    }
+    if (slots->weight_transform() != nullptr || slots->input_transform() != nullptr)
+      throw ArgumentError(fmt::format("layer {} already has a transform attached", infos[i].name));
+    slots->set_weight_transform(std::move(weights));
+    slots->set_input_transform(std::move(inputs));
+    layers.push_back(std::move(layer));
+  }
+  model.train(model.training());  // forward the mode to the new transforms
+  return layers;
+}
+
+std::vector<LayerInfo> cost_layers(const std::vector<SearchedLayer>& layers) {
+  std::vector<LayerInfo> result;
+  for (const SearchedLayer& l : layers) {
+    LayerInfo info{l.info.name, l.info.macs_per_image, l.info.weight_count, l.pinned, 8, 8};
+    if (l.pinned) {
+      info.pinned_w_bits = l.weights->bits()[0];
+      info.pinned_a_bits = l.inputs->bits()[0];
+    }
+    result.push_back(info);
+  }
+  return result;
+}
+
+std::vector<LayerProbabilities> layer_probabilities(const std::vector<SearchedLayer>& layers) {
+  std::vector<LayerProbabilities> result(layers.size());
+  for (std::size_t l = 0; l < layers.size(); ++l)
+    if (!layers[l].pinned) result[l] = {layers[l].weights->probabilities(), layers[l].inputs->probabilities()};
+  return result;
+}
+
+SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& options,
+                        const std::string& model_metadata) {
+  if (options.method != SearchMethod::ebs)
+    throw ArgumentError("--method dnas: the DNAS baseline is not part of this build yet");
+  if (options.out_dir.empty()) throw ArgumentError("the search needs an output directory (--out)");
+  if (!(options.penalty_weight >= 0)) throw ArgumentError("--penalty must be >= 0");
+  if (!(options.strength_lr > 0)) throw ArgumentError("--strength-lr must be > 0");
+  if (options.bilevel && !(options.holdout_fraction > 0 && options.holdout_fraction < 1))
+    throw ArgumentError(fmt::format("--holdout {}: expected a fraction in (0, 1)", options.holdout_fraction));
+  Stopwatch watch;
+  const Shape image_shape{data.train.channels, data.train.height, data.train.width};
+  std::vector<SearchedLayer> layers = attach_mixtures(model, image_shape, options);
+
+  // Cost model and budget, checked before any training.
+  LatencyTable latency;
+  const bool latency_budget = options.budget.kind == Budget::Kind::latency_ms;
+  if (latency_budget) {
+    if (options.latency_table.empty())
+      throw ArgumentError("--budget-latency-ms needs --latency-table FILE (write one with `bitmix latency`)");
+    latency = LatencyTable::load(options.latency_table);
+  }
+  const std::vector<LayerInfo> infos = cost_layers(layers);
+  if (latency_budget) latency.require(infos, options.candidates.w_bits, options.candidates.a_bits);
+  const ResolvedBudget budget = resolve_budget(options.budget, infos);
+  const CostModel cost_model(budget.kind, infos, latency_budget ? &latency : nullptr);
+  {
+    std::vector<LayerBits> lowest, highest;
+    for (const LayerInfo& l : infos) {
+      lowest.push_back(l.pinned ? LayerBits{l.pinned_w_bits, l.pinned_a_bits}
+                                : LayerBits{options.candidates.w_bits.front(), options.candidates.a_bits.front()});
+      highest.push_back(l.pinned ? LayerBits{l.pinned_w_bits, l.pinned_a_bits}
+                                 : LayerBits{options.candidates.w_bits.back(), options.candidates.a_bits.back()});
+    }
+    const double lo = cost_model.total(lowest), hi = cost_model.total(highest);
+    if (budget.value < lo)
+      throw ArgumentError(fmt::format("budget {} = {} is below the cheapest configuration of these candidates ({})",
+                                      options.budget.describe(), human_cost(budget.kind, budget.value),
+                                      human_cost(budget.kind, lo)));
+    if (budget.value >= hi)
+      std::cerr << fmt::format("note: budget {} exceeds the cost of the highest candidates ({}); the search "
+                               "cannot miss it\n",
+                               human_cost(budget.kind, budget.value), human_cost(budget.kind, hi));
+  }
+
+  // Data: with bilevel optimization the strengths see a held-out part of the training set.
+  const data::Dataset* train_set = &data.train;
+  data::Dataset weight_part, holdout_part;
+  if (options.bilevel) {
+    const int64_t holdout = std::max<int64_t>(
+        1, static_cast<int64_t>(std::llround(static_cast<double>(data.train.size()) * options.holdout_fraction)));
+    weight_part = data.train.slice(0, data.train.size() - holdout);
+    holdout_part = data.train.slice(data.train.size() - holdout, holdout);
+    train_set = &weight_part;
+  }
+
+  nn::TrainerOptions train_options = options.train;
+  train_options.out_dir = options.out_dir / "supernet";
+  fs::create_directories(train_options.out_dir);
+  const std::string supernet_metadata = fmt::format(
+      R"({{"model": {}, "search": {{"method": "{}", "budget": "{}", "w_candidates": [{}], "a_candidates": [{}]}}}})",
+      model_metadata, search_method_name(options.method), options.budget.describe(),
+      fmt::join(options.candidates.w_bits, ","), fmt::join(options.candidates.a_bits, ","));
+  train_options.model_metadata = model_metadata;
+  nn::Trainer trainer(model, *train_set, &data.test, train_options);
+
+  // Strengths: their own Adam group at a constant rate.
+  std::vector<NamedParameter> strengths;
+  for (const NamedParameter& p : model.named_parameters())
+    if (p.name.size() > 9 && p.name.compare(p.name.size() - 9, 9, ".strength") == 0) strengths.push_back(p);
+  nn::LrScheduleOptions strength_schedule;
+  strength_schedule.kind = nn::ScheduleKind::constant;
+  strength_schedule.base_lr = options.strength_lr;
+  strength_schedule.steps_per_epoch = trainer.batches_per_epoch();
+  strength_schedule.total_steps = trainer.batches_per_epoch() * train_options.epochs;
+  trainer.add_parameter_group("strengths", std::make_unique<nn::Adam>(strengths, nn::AdamOptions{}),
+                              nn::LrSchedule(strength_schedule));
+
+  Rng gumbel_rng = Rng(train_options.seed).fork(0x6b6b);
+  auto set_temperature = [&](int64_t step) {
+    if (!options.gumbel) return;
+    const double total = static_cast<double>(std::max<int64_t>(1, strength_schedule.total_steps));
+    const double t = std::min(1.0, static_cast<double>(step) / total);
+    const double tau = options.temperature_start * std::pow(options.temperature_end / options.temperature_start, t);
+    for (SearchedLayer& l : layers) {
+      if (l.pinned) continue;
+      l.weights->set_temperature(tau);
+      l.inputs->set_temperature(tau);
+    }
+  };
+  if (options.gumbel) {
+    for (SearchedLayer& l : layers) {
+      if (l.pinned) continue;
+      l.weights->set_gumbel(&gumbel_rng);
+      l.inputs->set_gumbel(&gumbel_rng);
+    }
+    set_temperature(0);
+  }
+
+  // Bilevel: the held-out batches that step the strengths.
+  std::unique_ptr<data::BatchLoader> holdout_loader;
+  data::Batch holdout_batch;
+  if (options.bilevel) {
+    data::LoaderOptions lo;
+    lo.batch_size = train_options.batch_size;
+    lo.shuffle = true;
+    lo.seed = train_options.seed ^ 0x401d;
+    lo.normalization = trainer.normalization();
+    holdout_loader = std::make_unique<data::BatchLoader>(holdout_part, lo);
+  }
+  std::vector<std::pair<std::string, Tensor>> saved_grads;
+
+  const int64_t warmup_steps =
+      static_cast<int64_t>(std::llround(options.strength_warmup_epochs * static_cast<float>(trainer.batches_per_epoch())));
+  trainer.set_extra_loss([&]() -> double {
+    const int64_t step = trainer.steps_done();
+    set_temperature(step + 1);  // for the next forward
+    if (step < warmup_steps) {
+      for (const NamedParameter& p : strengths) p.parameter->grad.zero();
+      return 0.0;
+    }
+    if (options.bilevel) {
+      // First-order bilevel: the strengths' gradient comes from a held-out batch; the weights
+      // keep the gradient of their own batch.
+      saved_grads.clear();
+      for (const NamedParameter& p : model.named_parameters()) saved_grads.emplace_back(p.name, p.parameter->grad);
+      model.zero_grad();
+      const int64_t batches = holdout_loader->num_batches();
+      const int64_t index = step % batches;
+      if (index == 0) holdout_loader->set_epoch(static_cast<int>(step / batches));
+      holdout_loader->fill_batch(index, holdout_batch);
+      const Tensor& logits = model.forward(holdout_batch.images);
+      Tensor grad_logits;
+      nn::softmax_cross_entropy(logits, holdout_batch.labels, train_options.label_smoothing, &grad_logits);
+      model.backward(grad_logits);
+      std::size_t k = 0;
+      for (const NamedParameter& p : model.named_parameters()) {
+        const bool is_strength = p.name.size() > 9 && p.name.compare(p.name.size() - 9, 9, ".strength") == 0;
+        if (!is_strength) p.parameter->grad = std::move(saved_grads[k].second);
+        ++k;
+      }
+    }
+    const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
+    const ExpectedCost expected = expected_cost(cost_model, options.candidates, probs);
+    const Penalty penalty = budget_penalty(expected.value, budget.value, options.penalty_weight);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (layers[l].pinned) continue;
+      std::vector<double> gw = expected.gradient[l].w, ga = expected.gradient[l].a;
+      for (double& g : gw) g *= penalty.d_cost;
+      for (double& g : ga) g *= penalty.d_cost;
+      layers[l].weights->add_probability_gradient(gw);
+      layers[l].inputs->add_probability_gradient(ga);
+    }
+    return penalty.value;
+  });
+
+  std::vector<StrengthRecord> records;
+  auto record = [&](int epoch) {
+    const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
+    records.push_back({epoch, probs, expected_cost(cost_model, options.candidates, probs).value});
+    write_file_atomic(options.out_dir / "strengths.csv",
+                      strengths_csv(layers, options.candidates, records, cost_model));
+  };
+  record(0);
+  trainer.add_epoch_callback([&](const nn::EpochStats& stats) {
+    record(stats.epoch);
+    const double e = records.back().expected_cost;
+    std::cerr << fmt::format("search epoch {}: E[cost] {} = {:.1f}% of the budget; test acc {:.2f}%\n", stats.epoch,
+                             human_cost(budget.kind, e), 100.0 * e / budget.value, 100.0 * stats.test_accuracy);
+  });
+
+  SearchResult result;
+  result.history = trainer.fit();
+  result.budget = budget;
+
+  // Selection and artifacts.
+  const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
+  result.selection = select_bits(cost_model, options.candidates, probs, budget.value, SelectionOptions{options.fill});
+  quant::BitConfig& config = result.config;
+  config.model = options.model_name;
+  config.policy = options.policy;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    quant::LayerBits lb;
+    lb.name = layers[l].info.name;
+    lb.w_bits = result.selection.bits[l].w_bits;
+    lb.a_bits = result.selection.bits[l].a_bits;
+    lb.w_quant = options.w_quant;
+    lb.a_quant = options.a_quant;
+    lb.w_granularity = quant::Granularity::per_channel;
+    lb.macs = layers[l].info.macs_per_image;
+    lb.params = layers[l].info.weight_count;
+    config.layers.push_back(lb);
+  }
+  config.totals = config.compute_totals();
+  config.notes = fmt::format("{} search, budget {} ({}), selected {} ({:.2f}% of the budget), {} epochs, seed {}",
+                             search_method_name(options.method), options.budget.describe(),
+                             human_cost(budget.kind, budget.value), human_cost(budget.kind, result.selection.cost),
+                             100.0 * result.selection.cost / budget.value, train_options.epochs, train_options.seed);
+  config.save(options.out_dir / "bits.json");
+
+  json metadata = json::parse(model_metadata.empty() ? "{}" : model_metadata, nullptr, false);
+  json ck_meta = {{"model", metadata.is_discarded() ? json::object() : metadata},
+                  {"normalization", {{"mean", trainer.normalization().mean}, {"std", trainer.normalization().stddev}}},
+                  {"search", json::parse(supernet_metadata)["search"]},
+                  {"bit_config", "bits.json"}};
+  nn::save_checkpoint(options.out_dir / "model.ckpt", finetune_checkpoint(model, layers, config, ck_meta.dump()));
+  write_file_atomic(options.out_dir / "bits.svg",
+                    bits_svg(config, fmt::format("{}: bits per layer ({} budget {})", options.model_name,
+                                                 search_method_name(options.method), options.budget.describe())));
+  write_file_atomic(options.out_dir / "strengths.svg", strengths_svg(layers, options.candidates, records));
+
+  result.seconds = watch.seconds();
+  result.peak_rss_bytes = peak_rss_bytes();
+  const double bitops = total_bitops(infos, result.selection.bits);
+  const double weight_bits = total_weight_bits(infos, result.selection.bits);
+  json summary = {
+      {"method", search_method_name(options.method)},
+      {"model", options.model_name},
+      {"budget", {{"request", options.budget.describe()}, {"kind", cost_kind_name(budget.kind)}, {"value", budget.value}}},
+      {"selected", {{"cost", result.selection.cost},
+                    {"fraction_of_budget", result.selection.cost / budget.value},
+                    {"argmax_cost", result.selection.argmax_cost},
+                    {"lowered", result.selection.lowered},
+                    {"raised", result.selection.raised},
+                    {"bitops", bitops},
+                    {"weight_kib", weight_bits / 8.0 / 1024.0}}},
+      {"candidates", {{"w_bits", options.candidates.w_bits}, {"a_bits", options.candidates.a_bits}}},
+      {"penalty_weight", options.penalty_weight},
+      {"strength_lr", options.strength_lr},
+      {"gumbel", options.gumbel},
+      {"bilevel", options.bilevel},
+      {"epochs", train_options.epochs},
+      {"seconds", result.seconds},
+      {"peak_rss_bytes", result.peak_rss_bytes},
+      {"final_supernet_test_accuracy", result.history.empty() ? 0.0 : result.history.back().test_accuracy},
+      {"images_per_second", result.history.empty() ? 0.0 : result.history.back().images_per_second}};
+  write_file_atomic(options.out_dir / "summary.json", summary.dump(2) + "\n");
+  return result;
+}
+
+}  // namespace bitmix::search
