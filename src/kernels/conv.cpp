@@ -152,6 +152,13 @@ struct PixelWalker {
 
   void fill(int64_t p0, int pixels, int64_t* in_offsets, int64_t* out_offsets, int32_t* odd_offsets,
             int64_t* window_rows, int64_t* window_cols) const {
+    // Work on a local copy: the int64 stores below could otherwise alias this object's fields.
+    const PixelWalker local = *this;
+    local.fill_impl(p0, pixels, in_offsets, out_offsets, odd_offsets, window_rows, window_cols);
+  }
+
+  void fill_impl(int64_t p0, int pixels, int64_t* in_offsets, int64_t* out_offsets, int32_t* odd_offsets,
+                 int64_t* window_rows, int64_t* window_cols) const {
     const int64_t per_image = out_height * out_width;
     int64_t n = p0 / per_image, oh = p0 % per_image / out_width, ow = p0 % out_width;
     for (int q = 0; q < pixels;) {
@@ -219,10 +226,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   for (int64_t oc = 0; oc < g.out_channels; ++oc)
     lane_offsets[static_cast<std::size_t>(oc)] = static_cast<int32_t>(-z * weights.channel_sums()[static_cast<std::size_t>(oc)]);
 
-  // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel.
   // Odd levels: -(2^M - 1) * (sum of the window's codes) per output pixel, from an integral
-  // image (four reads per pixel).
-  // A 1x1 window is one pixel: its code sum is counted directly, per output pixel.
+  // image (four reads per pixel); a 1x1 window is one pixel, whose codes are counted directly.
   const bool odd_direct = odd && g.kernel_h == 1 && g.kernel_w == 1;
   thread_local std::vector<uint32_t> prefix_buffer;
   const int64_t prefix_row = input.stored_width() + 1, prefix_image = (input.stored_height() + 1) * prefix_row;

@@ -33,7 +33,7 @@ inline __m256i widen(__m256i bytes) {
 // byte accumulators never wrap. 6 accumulators + weights + broadcast + lookup table + nibble
 // mask + temporaries fit the 16 ymm registers without spilling.
 void dense_pair(const DenseTile& t, const int64_t* word_offsets, int words, int i, int j, int h, int shift,
-                bool negative, int q0, int32_t* out) {
+                bool negative, bool first, int q0, int32_t* out) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                        2, 3, 2, 3, 3, 4);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
@@ -60,7 +60,8 @@ void dense_pair(const DenseTile& t, const int64_t* word_offsets, int words, int 
     for (int q = 0; q < kPixelBlock; ++q) {
       const __m256i c = _mm256_sll_epi32(widen(acc[q]), count_shift);
       auto* dst = reinterpret_cast<__m256i*>(out + (q0 + q) * kLanes + 8 * h);
-      const __m256i prior = _mm256_load_si256(dst);
+      // the first pair's first run writes the tile (no separate clearing: REP STOS is slow to start)
+      const __m256i prior = first && w0 == 0 ? _mm256_setzero_si256() : _mm256_load_si256(dst);
       _mm256_store_si256(dst, negative ? _mm256_sub_epi32(prior, c) : _mm256_add_epi32(prior, c));
     }
   }
@@ -74,12 +75,11 @@ void dense_tile(const DenseTile& t, int32_t* out) {
   for (int kh = 0, w = 0; kh < t.kernel_h; ++kh)
     for (int d = 0; d < t.words_per_row; ++d) offsets[w++] = kh * t.row_stride + 4 * d;
   for (int q0 = 0; q0 < t.pixels; q0 += kPixelBlock) {
-    std::memset(out + q0 * kLanes, 0, kPixelBlock * kLanes * sizeof(int32_t));
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < k; ++j)
         for (int h = 0; h < 2; ++h) {
           const bool negative = !t.odd_levels && i == m - 1;
-          dense_pair(t, offsets, words, i, j, h, i + j + (t.odd_levels ? 1 : 0), negative, q0, out);
+          dense_pair(t, offsets, words, i, j, h, i + j + (t.odd_levels ? 1 : 0), negative, i == 0 && j == 0, q0, out);
         }
   }
   if (offsets != word_offsets) delete[] offsets;
@@ -130,7 +130,10 @@ inline __m256i accumulator(const EpilogueTile& e, int q, int h) {
   return a;
 }
 
-void epilogue_tile(const EpilogueTile& e) {
+void epilogue_tile(const EpilogueTile& tile) {
+  // A local copy: the byte stores below may alias anything reachable through a pointer, which
+  // would make the compiler reload every field of the caller's struct after each store.
+  const EpilogueTile e = tile;
   const uint32_t valid = e.lanes >= 16 ? 0xffffu : (1u << e.lanes) - 1;
   if (e.out_float) {
     alignas(64) float y[kTilePixels][kLanes];

@@ -160,7 +160,10 @@ inline void store_planes(const EpilogueTile& e, int q, __m512i codes, __mmask16 
   }
 }
 
-void epilogue_tile(const EpilogueTile& e) {
+void epilogue_tile(const EpilogueTile& tile) {
+  // A local copy: the byte stores below may alias anything reachable through a pointer, which
+  // would make the compiler reload every field of the caller's struct after each store.
+  const EpilogueTile e = tile;
   const __m512i lane_offset = _mm512_loadu_si512(e.lane_offset);
   const __m512 scale = _mm512_loadu_ps(e.scale);
   const __m512 bias = _mm512_loadu_ps(e.bias);

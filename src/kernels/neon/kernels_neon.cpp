@@ -15,7 +15,7 @@ namespace {
 constexpr int kPixelBlock = 4;   // 4 pixels x 4 quarters of byte accumulators = 16 registers
 constexpr int kFlushWords = 31;  // 31 words x at most 8 per byte keeps a byte below 256
 
-void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, int q0, int32_t* out) {
+void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, bool first, int q0, int32_t* out) {
   uint8x16_t bytes[kPixelBlock][4];
   auto clear = [&] {
     for (int q = 0; q < kPixelBlock; ++q)
@@ -28,7 +28,7 @@ void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, int 
         const uint32x4_t sums = vpaddlq_u16(vpaddlq_u8(bytes[q][h]));
         const int32x4_t c = vshlq_s32(vreinterpretq_s32_u32(sums), count_shift);
         int32_t* dst = out + (q0 + q) * kLanes + 4 * h;
-        const int32x4_t prior = vld1q_s32(dst);
+        const int32x4_t prior = first ? vdupq_n_s32(0) : vld1q_s32(dst);
         vst1q_s32(dst, negative ? vsubq_s32(prior, c) : vaddq_s32(prior, c));
       }
   };
@@ -50,6 +50,7 @@ void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, int 
       if (++pending == kFlushWords) {
         flush();
         clear();
+        first = false;  // the first flush wrote the tile; later ones accumulate
         pending = 0;
       }
     }
@@ -60,10 +61,9 @@ void dense_pair(const DenseTile& t, int i, int j, int shift, bool negative, int 
 void dense_tile(const DenseTile& t, int32_t* out) {
   const int m = t.weight_planes, k = t.act_planes;
   for (int q0 = 0; q0 < t.pixels; q0 += kPixelBlock) {
-    std::memset(out + q0 * kLanes, 0, kPixelBlock * kLanes * sizeof(int32_t));
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < k; ++j)
-        dense_pair(t, i, j, i + j + (t.odd_levels ? 1 : 0), !t.odd_levels && i == m - 1, q0, out);
+        dense_pair(t, i, j, i + j + (t.odd_levels ? 1 : 0), !t.odd_levels && i == m - 1, i == 0 && j == 0, q0, out);
   }
 }
 
@@ -106,7 +106,10 @@ inline uint8x16_t narrow_codes(const int32x4_t c[4]) {
   return vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi));
 }
 
-void epilogue_tile(const EpilogueTile& e) {
+void epilogue_tile(const EpilogueTile& tile) {
+  // A local copy: the byte stores below may alias anything reachable through a pointer, which
+  // would make the compiler reload every field of the caller's struct after each store.
+  const EpilogueTile e = tile;
   const uint16_t valid = static_cast<uint16_t>(e.lanes >= 16 ? 0xffffu : (1u << e.lanes) - 1);
   if (e.out_float) {
     for (int q = 0; q < e.pixels; ++q) {
