@@ -1,6 +1,7 @@
 // The whole search on a small synthetic problem: budgets steer the strengths, the selection
 // meets the budget, and the artifacts are what the rest of the pipeline reads.
 #include "bitmix/search/search.hpp"
+#include "bitmix/search/latency.hpp"
 
 #include <gtest/gtest.h>
 
@@ -165,6 +166,30 @@ TEST_F(SearchRun, BilevelAndGumbelRun) {
   gumbel.gumbel = true;
   const SearchResult b = run_search(*m2, data_, gumbel, "{}");
   EXPECT_LE(b.selection.cost, b.budget.value);
+}
+
+TEST_F(SearchRun, LatencyBudgetFromAMeasuredTable) {
+  auto m = model();
+  LatencyOptions lo;
+  lo.w_bits = {2, 3, 4, 5, 8};
+  lo.a_bits = {2, 3, 4, 5, 8};
+  lo.min_seconds = 0.0;
+  lo.min_repeats = 1;
+  const std::vector<nn::LayerInfo> layers = m->quantizable_layers({1, 12, 12});
+  const LatencyTable table = measure_latency(layers, lo, "test");
+  fs::create_directories(dir_);
+  table.save(dir_ / "latency.json");
+  std::vector<LayerInfo> infos;
+  for (const nn::LayerInfo& l : layers) infos.push_back({l.name, l.macs_per_image, l.weight_count, false, 8, 8});
+  infos.front().pinned = infos.back().pinned = true;
+  const double budget_ms = CostModel(CostKind::latency, infos, &table).uniform(3, 3);
+  SearchOptions o = options(3.0, "latency_run");
+  o.train.epochs = 1;
+  o.budget = {Budget::Kind::latency_ms, budget_ms};
+  o.latency_table = dir_ / "latency.json";
+  const SearchResult r = run_search(*m, data_, o, "{}");
+  EXPECT_EQ(r.budget.kind, CostKind::latency);
+  EXPECT_LE(r.selection.cost, budget_ms);
 }
 
 TEST_F(SearchRun, ImpossibleBudgetFailsBeforeTraining) {
