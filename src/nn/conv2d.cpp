@@ -85,12 +85,26 @@ int64_t Conv2dOptions::macs_per_image(int64_t height, int64_t width) const {
 
 namespace {
 
+// Shapes of one convolution call. Strided convolutions work on "phase planes" of the padded
+// input: phase (ry, rx) holds the pixels at padded coordinates (a * sh + ry, b * sw + rx), so a
+// stride-s convolution becomes a stride-1 one over the phases and every row the GEMM reads is
+// contiguous. With stride 1 there is one phase: the padded input itself.
 struct Geometry {
   int64_t n, cin, h, w, cout, oh, ow, kh, kw, sh, sw, ph, pw, groups, cin_g, cout_g, depth;
-  int64_t hp, wp;   // padded input
-  int64_t in_plane;  // hp * wp
-  int64_t out_pixels;  // oh * ow
+  int64_t hp, wp;        // padded input
+  int64_t qh, qw;        // phase plane (ceil(hp / sh) x ceil(wp / sw))
+  int64_t qplane;        // qh * qw
+  int64_t phase_stride;  // cin * qplane: one phase of every channel
+  int64_t phases;        // sh * sw
+  int64_t out_pixels;    // oh * ow
   bool unit_stride() const { return sh == 1 && sw == 1; }
+  // Floats of a phase buffer: every phase of every channel, then zero slack that the GEMM's
+  // reads of the last rows may run into.
+  int64_t phase_buffer_size() const { return phases * phase_stride + qw + kw; }
+  // Offset of the first element of kernel tap (c, i, j) in the phase buffer of one group.
+  int64_t tap_offset(int64_t c, int64_t i, int64_t j) const {
+    return ((i % sh) * sw + j % sw) * phase_stride + c * qplane + (i / sh) * qw + j / sw;
+  }
 };
 
 Geometry make_geometry(const Shape& input, const Conv2dOptions& o) {
@@ -114,7 +128,11 @@ Geometry make_geometry(const Shape& input, const Conv2dOptions& o) {
   g.depth = g.cin_g * g.kh * g.kw;
   g.hp = g.h + 2 * g.ph;
   g.wp = g.w + 2 * g.pw;
-  g.in_plane = g.hp * g.wp;
+  g.qh = (g.hp + g.sh - 1) / g.sh;
+  g.qw = (g.wp + g.sw - 1) / g.sw;
+  g.qplane = g.qh * g.qw;
+  g.phase_stride = g.cin * g.qplane;
+  g.phases = g.sh * g.sw;
   g.out_pixels = g.oh * g.ow;
   return g;
 }
@@ -127,12 +145,12 @@ void check_conv_shapes(const Tensor& input, const Tensor& weight, const Tensor* 
   if (bias != nullptr) bias->expect_shape({o.out_channels}, fmt::format("{}: bias", layer));
 }
 
-// Copies `channels` planes of h x w into zero-padded planes of hp x wp, followed by `slack`
-// zeros (reads of the flattened padded image may run past the last plane by a few floats).
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int i32x4 __attribute__((vector_size(16)));
+
 // Copies n floats with 4-wide vector moves (rows are 8 to 34 floats: a library call per row
 // would cost more than the copy).
 inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
-  typedef float f32x4 __attribute__((vector_size(16)));
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     f32x4 v;
@@ -143,54 +161,91 @@ inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t
 }
 
 inline void zero_row(float* dst, int64_t n) {
-  typedef float f32x4 __attribute__((vector_size(16)));
   const f32x4 z = {};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) __builtin_memcpy(dst + i, &z, sizeof(z));
   for (; i < n; ++i) dst[i] = 0.0f;
 }
 
-// dst[x] = src[x * stride] for x < n (one output row of an im2col); stride 2 picks the even
-// lanes of two 4-wide loads (reads src[2n - 1] at most one float past the last used, which
-// every caller's buffer has).
+// dst[x] = src[x * stride] for x < n; stride 2 picks the even lanes of two 4-wide loads, and
+// never reads past src[2 (n - 1)].
 inline void gather_row(float* __restrict dst, const float* __restrict src, int64_t n, int64_t stride) {
-  typedef float f32x4 __attribute__((vector_size(16)));
-  typedef int i32x4 __attribute__((vector_size(16)));
   int64_t x = 0;
   if (stride == 2) {
-    for (; x + 4 <= n; x += 4) {
+    for (; x + 4 < n; x += 4) {
       f32x4 a, b;
       __builtin_memcpy(&a, src + 2 * x, sizeof(a));
       __builtin_memcpy(&b, src + 2 * x + 4, sizeof(b));
       const f32x4 even = __builtin_shuffle(a, b, i32x4{0, 2, 4, 6});
       __builtin_memcpy(dst + x, &even, sizeof(even));
     }
+  } else if (stride == 1) {
+    copy_row(dst, src, n);
+    return;
   }
   for (; x < n; ++x) dst[x] = src[x * stride];
 }
 
-// dst[x * stride] += src[x] for x < n (one row of a col2im); stride 2 interleaves with zeros and
-// adds whole vectors (touches dst[2n - 1], one float past the last target, with + 0).
-inline void scatter_add_row(float* __restrict dst, const float* __restrict src, int64_t n, int64_t stride) {
-  typedef float f32x4 __attribute__((vector_size(16)));
-  typedef int i32x4 __attribute__((vector_size(16)));
+// dst[x * stride] = src[x] for x < n; stride 2 merges with the odd lanes already in dst.
+inline void scatter_row(float* __restrict dst, const float* __restrict src, int64_t n, int64_t stride) {
   int64_t x = 0;
   if (stride == 2) {
-    const f32x4 zero = {};
-    for (; x + 4 <= n; x += 4) {
+    for (; x + 4 < n; x += 4) {
       f32x4 c, p0, p1;
       __builtin_memcpy(&c, src + x, sizeof(c));
       __builtin_memcpy(&p0, dst + 2 * x, sizeof(p0));
       __builtin_memcpy(&p1, dst + 2 * x + 4, sizeof(p1));
-      p0 += __builtin_shuffle(c, zero, i32x4{0, 4, 1, 4});
-      p1 += __builtin_shuffle(c, zero, i32x4{2, 4, 3, 4});
+      p0 = __builtin_shuffle(c, p0, i32x4{0, 5, 1, 7});
+      p1 = __builtin_shuffle(c, p1, i32x4{2, 5, 3, 7});
       __builtin_memcpy(dst + 2 * x, &p0, sizeof(p0));
       __builtin_memcpy(dst + 2 * x + 4, &p1, sizeof(p1));
     }
+  } else if (stride == 1) {
+    copy_row(dst, src, n);
+    return;
   }
-  for (; x < n; ++x) dst[x * stride] += src[x];
+  for (; x < n; ++x) dst[x * stride] = src[x];
 }
 
+// even[k] = src[2k], odd[k] = src[2k + 1] for the indices below n: splits a row into the two
+// column phases of a stride-2 convolution.
+inline void unzip_row(const float* __restrict src, int64_t n, float* __restrict even, float* __restrict odd) {
+  int64_t k = 0;
+  for (; 2 * k + 8 <= n; k += 4) {
+    f32x4 a, b;
+    __builtin_memcpy(&a, src + 2 * k, sizeof(a));
+    __builtin_memcpy(&b, src + 2 * k + 4, sizeof(b));
+    const f32x4 e = __builtin_shuffle(a, b, i32x4{0, 2, 4, 6});
+    const f32x4 o = __builtin_shuffle(a, b, i32x4{1, 3, 5, 7});
+    __builtin_memcpy(even + k, &e, sizeof(e));
+    __builtin_memcpy(odd + k, &o, sizeof(o));
+  }
+  for (; 2 * k < n; ++k) {
+    even[k] = src[2 * k];
+    if (2 * k + 1 < n) odd[k] = src[2 * k + 1];
+  }
+}
+
+// dst[2k] = even[k], dst[2k + 1] = odd[k] for the indices below n: the inverse of unzip_row.
+inline void zip_row(float* __restrict dst, int64_t n, const float* __restrict even, const float* __restrict odd) {
+  int64_t k = 0;
+  for (; 2 * k + 8 <= n; k += 4) {
+    f32x4 e, o;
+    __builtin_memcpy(&e, even + k, sizeof(e));
+    __builtin_memcpy(&o, odd + k, sizeof(o));
+    const f32x4 lo = __builtin_shuffle(e, o, i32x4{0, 4, 1, 5});
+    const f32x4 hi = __builtin_shuffle(e, o, i32x4{2, 6, 3, 7});
+    __builtin_memcpy(dst + 2 * k, &lo, sizeof(lo));
+    __builtin_memcpy(dst + 2 * k + 4, &hi, sizeof(hi));
+  }
+  for (; 2 * k < n; ++k) {
+    dst[2 * k] = even[k];
+    if (2 * k + 1 < n) dst[2 * k + 1] = odd[k];
+  }
+}
+
+// Copies `channels` planes of h x w into zero-padded planes of hp x wp, followed by `slack`
+// zeros (reads of the flattened padded image may run past the last plane by a few floats).
 void pad_planes(const float* __restrict src, int64_t channels, int64_t h, int64_t w, int64_t top, int64_t left,
                 int64_t hp, int64_t wp, int64_t slack, float* __restrict dst) {
   for (int64_t c = 0; c < channels; ++c) {
@@ -208,31 +263,85 @@ void pad_planes(const float* __restrict src, int64_t channels, int64_t h, int64_
   zero_row(dst + channels * hp * wp, slack);
 }
 
-// Offsets of the im2col matrix of one group of a padded image: rows (c, i, j), columns (y, x).
-void im2col_offsets(int64_t channels, int64_t kh, int64_t kw, int64_t plane, int64_t row_stride, int64_t oh,
-                    int64_t ow, int64_t sh, int64_t sw, std::vector<int64_t>& rows, std::vector<int64_t>& cols) {
-  rows.resize(static_cast<std::size_t>(channels * kh * kw));
-  cols.resize(static_cast<std::size_t>(oh * ow));
-  std::size_t r = 0;
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t i = 0; i < kh; ++i)
-      for (int64_t j = 0; j < kw; ++j) rows[r++] = c * plane + i * row_stride + j;
-  std::size_t q = 0;
-  for (int64_t y = 0; y < oh; ++y)
-    for (int64_t x = 0; x < ow; ++x) cols[q++] = y * sh * row_stride + x * sw;
+// The phase buffer of one image (see Geometry): with stride 1 the zero-padded image.
+void build_phases(const float* image, const Geometry& g, float* out) {
+  if (g.unit_stride()) {
+    pad_planes(image, g.cin, g.h, g.w, g.ph, g.pw, g.hp, g.wp, g.qw + g.kw, out);
+    return;
+  }
+  if (g.sw <= 2) {
+    // One pass over the input: every row goes to the phase rows of its padded row's residue,
+    // split into its even and odd padded columns (copied whole when sw = 1); borders stay zero.
+    std::fill(out, out + g.phase_buffer_size(), 0.0f);
+    for (int64_t c = 0; c < g.cin; ++c)
+      for (int64_t y = 0; y < g.h; ++y) {
+        const int64_t yp = y + g.ph, ry = yp % g.sh, a = yp / g.sh;
+        const float* src = image + (c * g.h + y) * g.w;
+        float* first = out + (ry * g.sw + g.pw % g.sw) * g.phase_stride + c * g.qplane + a * g.qw + g.pw / g.sw;
+        if (g.sw == 1) {
+          copy_row(first, src, g.w);
+          continue;
+        }
+        float* second =
+            out + (ry * 2 + (g.pw + 1) % 2) * g.phase_stride + c * g.qplane + a * g.qw + (g.pw + 1) / 2;
+        unzip_row(src, g.w, first, second);
+      }
+    return;
+  }
+  for (int64_t ry = 0; ry < g.sh; ++ry)
+    for (int64_t rx = 0; rx < g.sw; ++rx) {
+      // Columns b with input column b * sw + rx - pw inside [0, w).
+      const int64_t b_lo = std::max<int64_t>(0, (g.pw - rx + g.sw - 1) / g.sw);
+      const int64_t b_hi = std::min<int64_t>(g.qw, (g.w - 1 + g.pw - rx) / g.sw + 1);
+      for (int64_t c = 0; c < g.cin; ++c) {
+        float* plane = out + (ry * g.sw + rx) * g.phase_stride + c * g.qplane;
+        for (int64_t a = 0; a < g.qh; ++a) {
+          float* row = plane + a * g.qw;
+          const int64_t y = a * g.sh + ry - g.ph;
+          if (y < 0 || y >= g.h || b_hi <= b_lo) {
+            zero_row(row, g.qw);
+            continue;
+          }
+          zero_row(row, b_lo);
+          gather_row(row + b_lo, image + (c * g.h + y) * g.w + b_lo * g.sw + rx - g.pw, b_hi - b_lo, g.sw);
+          zero_row(row + b_hi, g.qw - b_hi);
+        }
+      }
+    }
+  zero_row(out + g.phases * g.phase_stride, g.qw + g.kw);
 }
 
+// Offsets of the im2col matrix of one group over a phase buffer: rows (c, i, j), columns (y, x).
+void input_offsets(const Geometry& g, std::vector<int64_t>& rows, std::vector<int64_t>& cols) {
+  rows.resize(static_cast<std::size_t>(g.depth));
+  cols.resize(static_cast<std::size_t>(g.out_pixels));
+  std::size_t r = 0;
+  for (int64_t c = 0; c < g.cin_g; ++c)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j) rows[r++] = g.tap_offset(c, i, j);
+  std::size_t q = 0;
+  for (int64_t y = 0; y < g.oh; ++y)
+    for (int64_t x = 0; x < g.ow; ++x) cols[q++] = y * g.qw + x;
+}
+
+// Kernel taps of one phase of the input gradient: rows ry + sh * t (t < count).
+int64_t phase_taps(int64_t r, int64_t stride, int64_t kernel) { return r < kernel ? (kernel - 1 - r) / stride + 1 : 0; }
+
 struct ThreadScratch {
-  AlignedVector<float> a, b, c, d, e;
+  AlignedVector<float> a, b, c, d;
   std::vector<const float*> a_rows, b_rows;
 };
+ThreadScratch& scratch() {
+  thread_local ThreadScratch s;
+  return s;
+}
 
 // Per-call state kept between calls by the calling thread, so that a training step allocates
 // nothing once shapes are stable (packed weights, offset tables, per-thread partial sums).
 struct CallWorkspace {
   std::vector<SgemmPackedA> packed;
-  std::vector<int64_t> rows, cols;
-  std::vector<float> flipped;
+  std::vector<std::vector<int64_t>> rows, cols;
+  std::vector<float> rearranged;
   std::vector<AlignedVector<float>> partials;
 };
 CallWorkspace& forward_workspace() {
@@ -242,10 +351,6 @@ CallWorkspace& forward_workspace() {
 CallWorkspace& backward_workspace() {
   thread_local CallWorkspace w;
   return w;
-}
-ThreadScratch& scratch() {
-  thread_local ThreadScratch s;
-  return s;
 }
 
 float* sized(AlignedVector<float>& v, int64_t count) {
@@ -276,22 +381,24 @@ void conv2d_forward(const Tensor& input, const Tensor& weight, const Tensor* bia
   for (int64_t grp = 0; grp < g.groups; ++grp)
     packed[static_cast<std::size_t>(grp)].pack(Transpose::no, g.cout_g, g.depth, weight.data() + grp * g.cout_g * g.depth,
                                                g.depth);
-  const bool needs_padding = g.ph > 0 || g.pw > 0;
-  std::vector<int64_t>& rows = ws.rows;
-  std::vector<int64_t>& cols = ws.cols;
-  im2col_offsets(g.cin_g, g.kh, g.kw, g.in_plane, g.wp, g.oh, g.ow, g.sh, g.sw, rows, cols);
-  const int64_t padded_count = g.cin * g.in_plane + g.wp + g.kw;
+  ws.rows.resize(1);
+  ws.cols.resize(1);
+  std::vector<int64_t>& rows = ws.rows[0];
+  std::vector<int64_t>& cols = ws.cols[0];
+  input_offsets(g, rows, cols);
+  // Stride 1 without padding reads the input in place.
+  const bool in_place = g.unit_stride() && g.ph == 0 && g.pw == 0;
 
   auto run_image = [&](int64_t img) {
     const float* base = input.data() + img * g.cin * g.h * g.w;
-    if (needs_padding) {
-      float* padded = sized(scratch().a, padded_count);
-      pad_planes(base, g.cin, g.h, g.w, g.ph, g.pw, g.hp, g.wp, g.wp + g.kw, padded);
-      base = padded;
+    if (!in_place) {
+      float* phases = sized(scratch().a, g.phase_buffer_size());
+      build_phases(base, g, phases);
+      base = phases;
     }
     float* out = output.data() + img * g.cout * g.out_pixels;
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      sgemm(packed[static_cast<std::size_t>(grp)], SgemmIndexedB{base + grp * g.cin_g * g.in_plane, rows, cols}, 1.0f,
+      sgemm(packed[static_cast<std::size_t>(grp)], SgemmIndexedB{base + grp * g.cin_g * g.qplane, rows, cols}, 1.0f,
             0.0f, out + grp * g.cout_g * g.out_pixels, g.out_pixels);
     }
     if (bias != nullptr) add_bias(out, bias->data(), g.cout, g.out_pixels);
@@ -343,58 +450,104 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
     return;
   }
 
+  // ---- Input gradient as a stride-1 transposed convolution per phase of the padded input:
+  // phase (ry, rx) of the padded input gradient is
+  //   dxp[c][a * sh + ry][b * sw + rx] = sum_{o, t, u} W[o][c][ry + sh t][rx + sw u] * dY[o][a - t][b - u],
+  // a GEMM of the rearranged weights [Cin_g x Cout_g * Ty * Tx] with the output gradient,
+  // zero-padded and read through offsets, over the (a, b) that fall inside the unpadded image.
+  // With stride 1 there is one phase and the GEMM writes the input gradient directly; otherwise
+  // the phases are interleaved into it afterwards.
+  struct Phase {
+    int64_t ty = 0, tx = 0;      // kernel taps
+    int64_t a_lo = 0, na = 0;    // padded rows a_lo .. a_lo + na - 1 (unpadded y = a * sh + ry - ph)
+    int64_t b_lo = 0, nb = 0;
+  };
   const bool unit = g.unit_stride();
-  // Input gradient as a convolution (stride 1): padding of the output gradient.
-  const int64_t gph = g.kh - 1 - g.ph, gpw = g.kw - 1 - g.pw;
-  const bool transposed_conv = unit && gph >= 0 && gpw >= 0;
-  const int64_t ghp = g.oh + 2 * std::max<int64_t>(gph, 0), gwp = g.ow + 2 * std::max<int64_t>(gpw, 0);
-  const int64_t g_plane = ghp * gwp;
-  // "Same" convolutions (KH - 1 = 2 * pad, stride 1) can take the weight-gradient rows straight
-  // from the padded output gradient: its rows already have the padded input's width.
-  const bool share_padded_grad = transposed_conv && gph == g.ph && gpw == g.pw;
-
-  CallWorkspace& ws = backward_workspace();
-  std::vector<SgemmPackedA>& packed_dx = ws.packed;
-  if (packed_dx.size() < static_cast<std::size_t>(g.groups)) packed_dx.resize(static_cast<std::size_t>(g.groups));
-  std::vector<int64_t>& dx_rows = ws.rows;
-  std::vector<int64_t>& dx_cols = ws.cols;
-  if (grad_input != nullptr) {
-    if (transposed_conv) {
-      // W'[ci][co][i][j] = W[co][ci][KH-1-i][KW-1-j], one [Cin_g x Cout_g*KH*KW] matrix per group.
-      std::vector<float>& flipped = ws.flipped;
-      flipped.resize(static_cast<std::size_t>(g.cin_g * g.cout_g * g.kh * g.kw));
-      for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const float* wg = weight.data() + grp * g.cout_g * g.depth;
-        for (int64_t ci = 0; ci < g.cin_g; ++ci)
-          for (int64_t co = 0; co < g.cout_g; ++co)
-            for (int64_t i = 0; i < g.kh; ++i)
-              for (int64_t j = 0; j < g.kw; ++j)
-                flipped[static_cast<std::size_t>(((ci * g.cout_g + co) * g.kh + i) * g.kw + j)] =
-                    wg[((co * g.cin_g + ci) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)];
-        packed_dx[static_cast<std::size_t>(grp)].pack(Transpose::no, g.cin_g, g.cout_g * g.kh * g.kw, flipped.data(),
-                                                      g.cout_g * g.kh * g.kw);
-      }
-      im2col_offsets(g.cout_g, g.kh, g.kw, g_plane, gwp, g.h, g.w, 1, 1, dx_rows, dx_cols);
-    } else {
-      // col = W_g^T * dY_g: A = W_g^T, [Cin_g*KH*KW x Cout_g].
-      for (int64_t grp = 0; grp < g.groups; ++grp)
-        packed_dx[static_cast<std::size_t>(grp)].pack(Transpose::yes, g.depth, g.cout_g,
-                                                      weight.data() + grp * g.cout_g * g.depth, g.depth);
-      dx_rows.resize(static_cast<std::size_t>(g.cout_g));
-      dx_cols.resize(static_cast<std::size_t>(g.out_pixels));
-      for (int64_t r = 0; r < g.cout_g; ++r) dx_rows[static_cast<std::size_t>(r)] = r * g.out_pixels;
-      for (int64_t q = 0; q < g.out_pixels; ++q) dx_cols[static_cast<std::size_t>(q)] = q;
+  const std::size_t phase_count = static_cast<std::size_t>(g.phases);
+  std::vector<Phase> phase(phase_count);
+  int64_t gtop = 0, gleft = 0, a_end = g.oh, b_end = g.ow;
+  auto first_at_least = [](int64_t lo, int64_t r, int64_t s) {  // smallest a >= 0 with a * s + r >= lo
+    return lo <= r ? int64_t{0} : (lo - r + s - 1) / s;
+  };
+  for (int64_t ry = 0; ry < g.sh; ++ry)
+    for (int64_t rx = 0; rx < g.sw; ++rx) {
+      Phase& ph = phase[static_cast<std::size_t>(ry * g.sw + rx)];
+      ph.ty = phase_taps(ry, g.sh, g.kh);
+      ph.tx = phase_taps(rx, g.sw, g.kw);
+      ph.a_lo = first_at_least(g.ph, ry, g.sh);
+      ph.na = std::max<int64_t>(0, first_at_least(g.ph + g.h, ry, g.sh) - ph.a_lo);
+      ph.b_lo = first_at_least(g.pw, rx, g.sw);
+      ph.nb = std::max<int64_t>(0, first_at_least(g.pw + g.w, rx, g.sw) - ph.b_lo);
+      if (ph.ty == 0 || ph.tx == 0 || ph.na == 0 || ph.nb == 0) continue;
+      gtop = std::max(gtop, ph.ty - 1 - ph.a_lo);
+      gleft = std::max(gleft, ph.tx - 1 - ph.b_lo);
+      a_end = std::max(a_end, ph.a_lo + ph.na);
+      b_end = std::max(b_end, ph.b_lo + ph.nb);
     }
+  // dY[a - t] is at row a - t + gtop of its padded buffer (gtop zero rows above it).
+  const int64_t gh = a_end + gtop, gw = b_end + gleft;
+  const int64_t g_plane = gh * gw;
+  const int64_t grad_count = g.cout * g_plane + gw + g.kw;
+  CallWorkspace& ws = backward_workspace();
+  const std::size_t packed_count = phase_count * static_cast<std::size_t>(g.groups);
+  if (ws.packed.size() < packed_count) ws.packed.resize(packed_count);
+  ws.rows.resize(phase_count + 1);
+  ws.cols.resize(phase_count + 1);
+  int64_t phase_out_count = 0, phase_out_total = 0;
+  std::vector<int64_t> phase_offset(phase_count, 0);  // each phase's block in the per-image scratch
+  // Zeros standing in for a phase that no kernel tap reaches (a kernel smaller than the stride).
+  const std::vector<float> zeros_storage(static_cast<std::size_t>(g.w + 8), 0.0f);
+  const float* zeros = zeros_storage.data();
+  if (grad_input != nullptr) {
+    for (int64_t ry = 0; ry < g.sh; ++ry)
+      for (int64_t rx = 0; rx < g.sw; ++rx) {
+        const std::size_t p = static_cast<std::size_t>(ry * g.sw + rx);
+        const Phase& ph = phase[p];
+        if (ph.ty == 0 || ph.tx == 0 || ph.na == 0 || ph.nb == 0) continue;
+        phase_out_count = std::max(phase_out_count, g.cin * ph.na * ph.nb);
+        phase_offset[p] = phase_out_total;
+        phase_out_total += g.cin * ph.na * ph.nb;
+        const int64_t depth = g.cout_g * ph.ty * ph.tx;
+        ws.rearranged.resize(static_cast<std::size_t>(g.cin_g * depth));
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          const float* wg = weight.data() + grp * g.cout_g * g.depth;
+          for (int64_t ci = 0; ci < g.cin_g; ++ci)
+            for (int64_t co = 0; co < g.cout_g; ++co)
+              for (int64_t t = 0; t < ph.ty; ++t)
+                for (int64_t u = 0; u < ph.tx; ++u)
+                  ws.rearranged[static_cast<std::size_t>(ci * depth + (co * ph.ty + t) * ph.tx + u)] =
+                      wg[((co * g.cin_g + ci) * g.kh + ry + g.sh * t) * g.kw + rx + g.sw * u];
+          ws.packed[p * static_cast<std::size_t>(g.groups) + static_cast<std::size_t>(grp)].pack(
+              Transpose::no, g.cin_g, depth, ws.rearranged.data(), depth);
+        }
+        std::vector<int64_t>& rows = ws.rows[p];
+        std::vector<int64_t>& cols = ws.cols[p];
+        rows.clear();
+        for (int64_t co = 0; co < g.cout_g; ++co)
+          for (int64_t t = 0; t < ph.ty; ++t)
+            for (int64_t u = 0; u < ph.tx; ++u) rows.push_back(co * g_plane + (gtop - t) * gw + (gleft - u));
+        cols.clear();
+        for (int64_t a = ph.a_lo; a < ph.a_lo + ph.na; ++a)
+          for (int64_t b = ph.b_lo; b < ph.b_lo + ph.nb; ++b) cols.push_back(a * gw + b);
+      }
   }
-
-  // Weight-gradient reduction rows: stride 1 runs over the padded width (oh rows of wp, the
-  // wrap-around columns zero in the gradient), other strides over an explicit im2col.
-  const int64_t dw_length = unit ? g.oh * g.wp : g.out_pixels;
-  const int64_t padded_count = g.cin * g.in_plane + g.wp + g.kw;
-  const int64_t grad_count = g.cout * g_plane + gwp + g.kw;
-  const int64_t ext_count = g.cout * g.oh * g.wp;
-  const int64_t col_count = g.groups * g.depth * g.out_pixels;
+  // A stride-1 "same" convolution (KH - 1 = 2 * pad) can take the weight-gradient rows straight
+  // from the padded output gradient: its rows already have the padded input's width.
+  const bool share_padded_grad = grad_input != nullptr && unit && gw == g.wp;
+  // The weight gradient runs over the output gradient laid out on the phase width (qw), zero
+  // in the columns past ow, against rows of the phase buffer: contiguous dot products.
+  const int64_t dw_length = g.oh * g.qw;
+  const int64_t phase_count_floats = g.phase_buffer_size();
+  const int64_t ext_count = g.cout * g.oh * g.qw;
   const int64_t chunk_max = std::clamp<int64_t>((4096 + dw_length - 1) / dw_length, 1, 64);
+  std::vector<int64_t>& in_rows = ws.rows[phase_count];
+  if (grad_weight != nullptr) {
+    in_rows.resize(static_cast<std::size_t>(g.depth));
+    std::size_t r = 0;
+    for (int64_t c = 0; c < g.cin_g; ++c)
+      for (int64_t i = 0; i < g.kh; ++i)
+        for (int64_t j = 0; j < g.kw; ++j) in_rows[r++] = g.tap_offset(c, i, j);
+  }
 
   const int threads = static_cast<int>(std::min<int64_t>(num_threads(), g.n));
   const int64_t wsize = g.cout * g.depth;
@@ -414,14 +567,10 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
           used_partial[static_cast<std::size_t>(t)] = 1;
         }
         const int64_t chunk = std::min(chunk_max, i_end - i_begin);
-        // Per chunk: padded inputs (or im2col), padded output gradients (or their extension).
-        const int64_t in_count = unit ? padded_count : col_count;
-        float* in_buf = grad_weight != nullptr ? sized(s.a, chunk * in_count) : nullptr;
-        float* grad_buf = nullptr;
-        if (transposed_conv && grad_input != nullptr) grad_buf = sized(s.b, chunk * grad_count);
-        float* ext_buf = (grad_weight != nullptr && unit && !(share_padded_grad && grad_input != nullptr))
-                             ? sized(s.c, chunk * ext_count)
-                             : nullptr;
+        float* in_buf = grad_weight != nullptr ? sized(s.a, chunk * phase_count_floats) : nullptr;
+        float* grad_buf = grad_input != nullptr ? sized(s.b, chunk * grad_count) : nullptr;
+        float* ext_buf = (grad_weight != nullptr && !share_padded_grad) ? sized(s.c, chunk * ext_count) : nullptr;
+        float* phase_out = (grad_input != nullptr && !unit) ? sized(s.d, phase_out_total) : nullptr;
         bool first_chunk = true;
         for (int64_t c0 = i_begin; c0 < i_end; c0 += chunk) {
           const int64_t c1 = std::min(i_end, c0 + chunk);
@@ -429,63 +578,72 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
             const int64_t slot = img - c0;
             const float* x = input.data() + img * g.cin * g.h * g.w;
             const float* dy = grad_output.data() + img * g.cout * g.out_pixels;
-            float* padded_grad = grad_buf != nullptr ? grad_buf + slot * grad_count : nullptr;
             if (grad_input != nullptr) {
+              float* padded_grad = grad_buf + slot * grad_count;
               float* dx = grad_input->data() + img * g.cin * g.h * g.w;
-              if (transposed_conv) {
-                pad_planes(dy, g.cout, g.oh, g.ow, gph, gpw, ghp, gwp, gwp + g.kw, padded_grad);
+              pad_planes(dy, g.cout, g.oh, g.ow, gtop, gleft, gh, gw, gw + g.kw, padded_grad);
+              if (unit) {
                 for (int64_t grp = 0; grp < g.groups; ++grp)
-                  sgemm(packed_dx[static_cast<std::size_t>(grp)],
-                        SgemmIndexedB{padded_grad + grp * g.cout_g * g_plane, dx_rows, dx_cols}, 1.0f, 0.0f,
+                  sgemm(ws.packed[static_cast<std::size_t>(grp)],
+                        SgemmIndexedB{padded_grad + grp * g.cout_g * g_plane, ws.rows[0], ws.cols[0]}, 1.0f, 0.0f,
                         dx + grp * g.cin_g * g.h * g.w, g.h * g.w);
               } else {
-                // col = W^T dY, then scatter-add into a padded input gradient and crop it.
-                float* col = sized(s.d, g.depth * g.out_pixels + g.cin * g.in_plane + 8);
-                float* acc = col + g.depth * g.out_pixels;
-                std::fill(acc, acc + g.cin * g.in_plane + 8, 0.0f);
-                for (int64_t grp = 0; grp < g.groups; ++grp) {
-                  sgemm(packed_dx[static_cast<std::size_t>(grp)],
-                        SgemmIndexedB{dy + grp * g.cout_g * g.out_pixels, dx_rows, dx_cols}, 1.0f, 0.0f, col,
-                        g.out_pixels);
-                  for (int64_t ci = 0; ci < g.cin_g; ++ci)
-                    for (int64_t i = 0; i < g.kh; ++i)
-                      for (int64_t j = 0; j < g.kw; ++j) {
-                        const float* crow = col + ((ci * g.kh + i) * g.kw + j) * g.out_pixels;
-                        float* plane = acc + (grp * g.cin_g + ci) * g.in_plane + i * g.wp + j;
-                        for (int64_t y = 0; y < g.oh; ++y)
-                          scatter_add_row(plane + y * g.sh * g.wp, crow + y * g.ow, g.ow, g.sw);
+                for (int64_t ry = 0; ry < g.sh; ++ry)
+                  for (int64_t rx = 0; rx < g.sw; ++rx) {
+                    const std::size_t p = static_cast<std::size_t>(ry * g.sw + rx);
+                    const Phase& ph = phase[p];
+                    if (ph.na == 0 || ph.nb == 0) continue;
+                    const int64_t y0 = ph.a_lo * g.sh + ry - g.ph, x0 = ph.b_lo * g.sw + rx - g.pw;
+                    const int64_t pixels = ph.na * ph.nb;
+                    if (ph.ty == 0 || ph.tx == 0) {  // no kernel tap lands on these pixels
+                      if (g.sw == 2) continue;
+                      for (int64_t c = 0; c < g.cin; ++c)
+                        for (int64_t i = 0; i < ph.na; ++i)
+                          for (int64_t j = 0; j < ph.nb; ++j) dx[(c * g.h + y0 + i * g.sh) * g.w + x0 + j * g.sw] = 0.0f;
+                      continue;
+                    }
+                    for (int64_t grp = 0; grp < g.groups; ++grp)
+                      sgemm(ws.packed[p * static_cast<std::size_t>(g.groups) + static_cast<std::size_t>(grp)],
+                            SgemmIndexedB{padded_grad + grp * g.cout_g * g_plane, ws.rows[p], ws.cols[p]}, 1.0f, 0.0f,
+                            phase_out + phase_offset[p] + grp * g.cin_g * pixels, pixels);
+                    if (g.sw == 2) continue;  // zipped below, two column phases at once
+                    // Interleave: phase pixel (i, j) is input pixel (y0 + i sh, x0 + j sw).
+                    for (int64_t c = 0; c < g.cin; ++c)
+                      for (int64_t i = 0; i < ph.na; ++i)
+                        scatter_row(dx + (c * g.h + y0 + i * g.sh) * g.w + x0,
+                                    phase_out + phase_offset[p] + (c * ph.na + i) * ph.nb, ph.nb, g.sw);
+                  }
+                if (g.sw == 2) {
+                  // Each input row takes its even and odd columns from the two column phases of
+                  // its row phase; a phase without taps contributes zeros.
+                  for (int64_t c = 0; c < g.cin; ++c)
+                    for (int64_t y = 0; y < g.h; ++y) {
+                      const int64_t yp = y + g.ph, ry = yp % g.sh;
+                      const float* src[2];
+                      for (int64_t rx = 0; rx < 2; ++rx) {
+                        const std::size_t p = static_cast<std::size_t>(ry * 2 + rx);
+                        const Phase& ph = phase[p];
+                        const int64_t x0 = ph.b_lo * 2 + rx - g.pw;  // 0 or 1
+                        const int64_t i = yp / g.sh - ph.a_lo;
+                        src[x0] = (ph.ty == 0 || ph.tx == 0)
+                                      ? zeros
+                                      : phase_out + phase_offset[p] + (c * ph.na + i) * ph.nb;
                       }
+                      zip_row(dx + (c * g.h + y) * g.w, g.w, src[0], src[1]);
+                    }
                 }
-                for (int64_t ci = 0; ci < g.cin; ++ci)
-                  for (int64_t y = 0; y < g.h; ++y)
-                    std::memcpy(dx + (ci * g.h + y) * g.w, acc + ci * g.in_plane + (y + g.ph) * g.wp + g.pw,
-                                static_cast<std::size_t>(g.w) * sizeof(float));
               }
             }
             if (grad_weight != nullptr) {
-              float* in_slot = in_buf + slot * in_count;
-              if (unit) {
-                pad_planes(x, g.cin, g.h, g.w, g.ph, g.pw, g.hp, g.wp, g.wp + g.kw, in_slot);
-                if (ext_buf != nullptr) {
-                  float* ext = ext_buf + slot * ext_count;
-                  for (int64_t co = 0; co < g.cout; ++co)
-                    for (int64_t y = 0; y < g.oh; ++y) {
-                      float* row = ext + (co * g.oh + y) * g.wp;
-                      copy_row(row, dy + (co * g.oh + y) * g.ow, g.ow);
-                      zero_row(row + g.ow, g.wp - g.ow);
-                    }
-                }
-              } else {
-                // Explicit im2col of the padded image, [groups][depth][out_pixels].
-                float* padded = sized(s.e, padded_count);
-                pad_planes(x, g.cin, g.h, g.w, g.ph, g.pw, g.hp, g.wp, g.wp + g.kw, padded);
-                for (int64_t ci = 0; ci < g.cin; ++ci)
-                  for (int64_t i = 0; i < g.kh; ++i)
-                    for (int64_t j = 0; j < g.kw; ++j) {
-                      float* crow = in_slot + ((ci * g.kh + i) * g.kw + j) * g.out_pixels;
-                      const float* src = padded + ci * g.in_plane + i * g.wp + j;
-                      for (int64_t y = 0; y < g.oh; ++y) gather_row(crow + y * g.ow, src + y * g.sh * g.wp, g.ow, g.sw);
-                    }
+              build_phases(x, g, in_buf + slot * phase_count_floats);
+              if (ext_buf != nullptr) {
+                float* ext = ext_buf + slot * ext_count;
+                for (int64_t co = 0; co < g.cout; ++co)
+                  for (int64_t y = 0; y < g.oh; ++y) {
+                    float* row = ext + (co * g.oh + y) * g.qw;
+                    copy_row(row, dy + (co * g.oh + y) * g.ow, g.ow);
+                    zero_row(row + g.ow, g.qw - g.ow);
+                  }
               }
             }
           }
@@ -495,24 +653,16 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
             s.a_rows.resize(static_cast<std::size_t>(segments * g.cout_g));
             s.b_rows.resize(static_cast<std::size_t>(segments * g.depth));
             for (int64_t slot = 0; slot < segments; ++slot) {
-              const float* dy = grad_output.data() + (c0 + slot) * g.cout * g.out_pixels;
               for (int64_t co = 0; co < g.cout_g; ++co) {
                 const int64_t channel = grp * g.cout_g + co;
-                const float* row;
-                if (!unit) row = dy + channel * g.out_pixels;
-                else if (ext_buf != nullptr) row = ext_buf + slot * ext_count + channel * g.oh * g.wp;
-                else row = grad_buf + slot * grad_count + channel * g_plane + gph * gwp + gpw;
+                const float* row = ext_buf != nullptr
+                                       ? ext_buf + slot * ext_count + channel * g.oh * g.qw
+                                       : grad_buf + slot * grad_count + channel * g_plane + gtop * gw + gleft;
                 s.a_rows[static_cast<std::size_t>(slot * g.cout_g + co)] = row;
               }
-              const float* in_slot = in_buf + slot * (unit ? padded_count : col_count);
-              for (int64_t ci = 0; ci < g.cin_g; ++ci)
-                for (int64_t i = 0; i < g.kh; ++i)
-                  for (int64_t j = 0; j < g.kw; ++j) {
-                    const int64_t r = (ci * g.kh + i) * g.kw + j;
-                    const float* row = unit ? in_slot + (grp * g.cin_g + ci) * g.in_plane + i * g.wp + j
-                                            : in_slot + (grp * g.depth + r) * g.out_pixels;
-                    s.b_rows[static_cast<std::size_t>(slot * g.depth + r)] = row;
-                  }
+              const float* in_slot = in_buf + slot * phase_count_floats + grp * g.cin_g * g.qplane;
+              for (int64_t r = 0; r < g.depth; ++r)
+                s.b_rows[static_cast<std::size_t>(slot * g.depth + r)] = in_slot + in_rows[static_cast<std::size_t>(r)];
             }
             sgemm_dot_rows(g.cout_g, g.depth, dw_length, segments, s.a_rows, s.b_rows, 1.0f, first_chunk ? 0.0f : 1.0f,
                            partial + grp * g.cout_g * g.depth, g.depth);
@@ -523,14 +673,13 @@ void conv2d_backward(const Tensor& input, const Tensor& weight, const Tensor& gr
       threads);
 
   if (grad_weight != nullptr) {
-    float* gw = grad_weight->data();
-    const int used = static_cast<int>(std::min<int64_t>(threads, g.n));
+    float* gw_out = grad_weight->data();
     parallel_for(wsize, 4096, [&](int64_t e0, int64_t e1) {
       for (int64_t e = e0; e < e1; ++e) {
-        float sum = accumulate ? gw[e] : 0.0f;
-        for (int t = 0; t < used; ++t)
+        float sum = accumulate ? gw_out[e] : 0.0f;
+        for (int t = 0; t < threads; ++t)
           if (used_partial[static_cast<std::size_t>(t)]) sum += partials[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)];
-        gw[e] = sum;
+        gw_out[e] = sum;
       }
     });
   }
