@@ -103,6 +103,10 @@ std::vector<std::string> quantizable_layer_names(const Module& model, const Shap
 // policy's pins (the first conv and the last linear at 8 bits by default; BitPolicy::none()
 // quantizes them like the others).
 struct UniformBits {
+  UniformBits(int w = 4, int a = 4, quant::QuantizerKind w_kind = quant::QuantizerKind::lsq,
+              quant::QuantizerKind a_kind = quant::QuantizerKind::lsq)
+      : w_bits(w), a_bits(a), w_quant(w_kind), a_quant(a_kind) {}
+
   int w_bits = 4;
   int a_bits = 4;
   quant::QuantizerKind w_quant = quant::QuantizerKind::lsq;
