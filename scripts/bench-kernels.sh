@@ -100,7 +100,7 @@ for cap in ("avx2", "avx512", "uncapped"):
         print("| kernel | ms | binary MAC/s | vs Eigen fp32 |")
         print("|---|---|---|---|")
         for k, v in sorted(gemm.items()):
-            m = re.fullmatch(r"gemm/bitmix/\w+/W(\d)A(\d)/(\d+)", k)
+            m = re.fullmatch(r"gemm/bitmix/\w+/W(\d)A(\d)/(\d+)(/packed)?", k)
             ratio = f"{eigen / v:.2f}x" if eigen else "n/a"
             if m:
                 binary = int(m.group(1)) * int(m.group(2)) * int(m.group(3)) ** 3 / v
