@@ -162,6 +162,8 @@ void quantize_pack(const Tensor& x, const ActivationQuant& quant, int border, Pa
   const Shape& s = x.shape();
   if (out.empty() || out.shape() != s || !(out.quant() == quant) || out.border() != border)
     out = PackedActivations(s[0], s[1], s[2], s[3], quant, border);
+  else
+    out.fill_border();  // reused storage: the border must hold the zero point whatever was there
   const int64_t batch = s[0], channels = s[1], height = s[2], width = s[3];
   const detail::KernelTable& table = detail::kernel_table();
   const float* src = x.data();
