@@ -148,9 +148,11 @@ void check_conv_shapes(const Tensor& input, const Tensor& weight, const Tensor* 
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef int i32x4 __attribute__((vector_size(16)));
 
-// Copies n floats with 4-wide vector moves (rows are 8 to 34 floats: a library call per row
-// would cost more than the copy).
-inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+// Copies n floats with 4-wide vector moves. Rows are 8 to 34 floats, so a memcpy/memset call
+// per row would cost more than the copy: the attribute keeps GCC from turning these loops back
+// into library calls.
+#define BITMIX_NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+BITMIX_NO_LIBCALL inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     f32x4 v;
@@ -160,7 +162,7 @@ inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t
   for (; i < n; ++i) dst[i] = src[i];
 }
 
-inline void zero_row(float* dst, int64_t n) {
+BITMIX_NO_LIBCALL inline void zero_row(float* dst, int64_t n) {
   const f32x4 z = {};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) __builtin_memcpy(dst + i, &z, sizeof(z));
