@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstring>
 #include <vector>
 
 #include "bitmix/core/error.hpp"
@@ -113,22 +114,41 @@ void code_sum_prefix(const PackedActivations& input, const KernelTable& table, u
   });
 }
 
+// spread[b] has bit t of byte b at bit 0 of byte t: ORing spread[b] << j into 8 codes sets
+// plane j of 8 channels at once.
+struct ByteSpread {
+  uint64_t table[256];
+  constexpr ByteSpread() : table() {
+    for (int b = 0; b < 256; ++b) {
+      uint64_t v = 0;
+      for (int t = 0; t < 8; ++t) v |= static_cast<uint64_t>((b >> t) & 1) << (8 * t);
+      table[b] = v;
+    }
+  }
+};
+constexpr ByteSpread kByteSpread;
+
 // All codes of the stored input (border included) as [n][stored row][stored col][channel].
 std::vector<uint8_t> unpack_codes(const PackedActivations& input) {
   const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
-  const int64_t pixel_bits = input.pixel_bits();
-  std::vector<uint8_t> codes(static_cast<std::size_t>(input.batch() * sh * sw * c), 0);
+  const int64_t pixel_bytes = input.pixel_bits() / 8;
+  std::vector<uint8_t> codes(static_cast<std::size_t>(input.batch() * sh * sw * c + 8), 0);
   parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> pixel(static_cast<std::size_t>(pixel_bytes));
     for (int64_t nr = begin; nr < end; ++nr) {
       const int64_t n = nr / sh, r = nr % sh;
       uint8_t* out = codes.data() + nr * sw * c;
-      for (int j = 0; j < input.bits(); ++j) {
-        const uint8_t* row = input.data() + input.row_offset(n, r, j);
-        for (int64_t x = 0; x < sw; ++x)
-          for (int64_t ch = 0; ch < c; ++ch) {
-            const int64_t bit = x * pixel_bits + ch;
-            out[x * c + ch] = static_cast<uint8_t>(out[x * c + ch] | (((row[bit / 8] >> (bit % 8)) & 1u) << j));
-          }
+      for (int64_t x = 0; x < sw; ++x) {
+        std::fill(pixel.begin(), pixel.end(), uint64_t{0});
+        for (int j = 0; j < input.bits(); ++j) {
+          const uint8_t* bytes = input.data() + input.row_offset(n, r, j) + x * pixel_bytes;
+          for (int64_t b = 0; b < pixel_bytes; ++b) pixel[static_cast<std::size_t>(b)] |= kByteSpread.table[bytes[b]] << j;
+        }
+        // channels 8b .. 8b + 7 are the bytes of pixel[b]; the last group may be partial
+        for (int64_t b = 0; b < pixel_bytes; ++b) {
+          const int64_t count = std::min<int64_t>(8, c - 8 * b);
+          std::memcpy(out + x * c + 8 * b, &pixel[static_cast<std::size_t>(b)], static_cast<std::size_t>(count));
+        }
       }
     }
   });
@@ -300,8 +320,21 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       }
       for (int64_t block = 0; block < blocks; ++block) {
         if (spec.depthwise) {
-          depthwise_tile(codes.data(), weights, g, sw, window_rows.data(), window_cols.data(), pixels, block,
-                         acc.data());
+          DepthwiseTile t;
+          t.codes = codes.data();
+          t.taps = weights.depthwise_taps().data();
+          t.window_rows = window_rows.data();
+          t.window_cols = window_cols.data();
+          t.stored_width = sw;
+          t.channels = g.channels;
+          t.out_channels = g.out_channels;
+          t.multiplier = g.out_channels / g.channels;
+          t.kernel_h = g.kernel_h;
+          t.kernel_w = g.kernel_w;
+          t.oc0 = block * kLanes;
+          t.pixels = pixels;
+          t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
+          table.depthwise_tile(t, acc.data());
         } else {
           DenseTile t;
           t.weights = weights.words().data() + block * weights.block_words();
@@ -343,26 +376,6 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
 }
 
 }  // namespace
-
-void depthwise_tile(const uint8_t* codes, const PackedWeights& weights, const ConvGeometry& g, int64_t stored_width,
-                    const int64_t* window_rows, const int64_t* window_cols, int pixels, int64_t block, int32_t* acc) {
-  // Not bit-serial: each output channel reads one input channel, so there is no reduction over
-  // channels to pack into words. Codes are multiplied directly (exact integers on every path).
-  const int64_t c = g.channels, multiplier = g.out_channels / g.channels;
-  const std::span<const int32_t> taps = weights.depthwise_taps();
-  const int64_t oc0 = block * kLanes;
-  const int lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - oc0));
-  for (int q = 0; q < pixels; ++q) {
-    int32_t* out = acc + q * kLanes;
-    std::fill(out, out + kLanes, 0);
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const uint8_t* pixel = codes + ((window_rows[q] + kh) * stored_width + window_cols[q] + kw) * c;
-        const int32_t* w = taps.data() + (kh * g.kernel_w + kw) * g.out_channels + oc0;
-        for (int l = 0; l < lanes; ++l) out[l] += w[l] * static_cast<int32_t>(pixel[(oc0 + l) / multiplier]);
-      }
-  }
-}
 
 }  // namespace detail
 

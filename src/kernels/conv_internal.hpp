@@ -18,8 +18,4 @@ struct ConvGeometry {
 ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
                         const Epilogue& epilogue, bool packed_output, const char* what);
 
-// Depthwise accumulators (before the zero-point fold) of one tile for one 16-lane block.
-void depthwise_tile(const uint8_t* codes, const PackedWeights& weights, const ConvGeometry& g, int64_t stored_width,
-                    const int64_t* window_rows, const int64_t* window_cols, int pixels, int64_t block, int32_t* acc);
-
 }  // namespace bitmix::kernels::detail

@@ -59,6 +59,19 @@ struct EpilogueTile {
   const int32_t* thresholds = nullptr;   // Epilogue::threshold_block() or nullptr (float path)
 };
 
+// Depthwise accumulators (before the zero-point fold) of one tile for one 16-lane block:
+// acc[q * 16 + l] = sum over taps t of taps[t * out_channels + oc0 + l] * code of input channel
+// (oc0 + l) / multiplier at window position t of pixel q. Codes are [stored pixel][channel] bytes.
+struct DepthwiseTile {
+  const uint8_t* codes = nullptr;
+  const int32_t* taps = nullptr;          // [kh * kernel_w + kw][out_channels]
+  const int64_t* window_rows = nullptr;   // n * stored_height + first stored row, per pixel
+  const int64_t* window_cols = nullptr;   // first stored column, per pixel
+  int64_t stored_width = 0, channels = 0, out_channels = 0, multiplier = 1;
+  int64_t kernel_h = 0, kernel_w = 0, oc0 = 0;
+  int pixels = 0, lanes = 0;
+};
+
 // Quantizes `count` floats with a stride into codes (quantize_code, exactly).
 using QuantizeFn = void (*)(const float* x, int64_t stride, int64_t count, const ActivationQuant& q,
                             uint8_t* codes);
@@ -83,6 +96,7 @@ struct KernelTable {
   Isa isa;
   void (*dense_tile)(const DenseTile& tile, int32_t* out);
   void (*epilogue_tile)(const EpilogueTile& tile);
+  void (*depthwise_tile)(const DepthwiseTile& tile, int32_t* acc);
   QuantizeFn quantize;
   PackPixelsFn pack_pixels;
   QuantizePackRowFn quantize_pack_row;

@@ -323,7 +323,7 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 }  // namespace
 
 const KernelTable kAvx512Table = {
-    Isa::avx512, dense_tile, epilogue_tile, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
+    Isa::avx512, dense_tile, epilogue_tile, scalar::depthwise_tile, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
 };
 
 }  // namespace bitmix::kernels::detail

@@ -7,6 +7,7 @@ const KernelTable kScalarTable = {
     Isa::scalar,
     scalar::dense_tile,
     scalar::epilogue_tile,
+    scalar::depthwise_tile,
     scalar::quantize,
     scalar::pack_pixels,
     scalar::quantize_pack_row<scalar::quantize, scalar::pack_pixels>,
