@@ -186,25 +186,50 @@ void epilogue_tile(const EpilogueTile& tile) {
     }
     return;
   }
-  alignas(32) int32_t codes[kTilePixels][kLanes];
   if (e.thresholds) {
-    const int count = e.out_quant.max_code();
+    // Sorted thresholds: the code bit by bit from the top (a binary search); each comparison is
+    // a plane. "above" masks are -1 where the threshold is above a, i.e. where the bit is 0.
+    const int bits = e.out_quant.bits;  // 2..3 here (1 bit is handled above)
+    __m256i th[2][8];
+    __m256i direction[2];
     for (int h = 0; h < 2; ++h) {
-      const __m256i direction = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + 8 * h));
-      for (int q = 0; q < e.pixels; ++q) {
-        const __m256i a = _mm256_sign_epi32(accumulator(e, q, h), direction);  // direction is +-1
-        __m256i code = _mm256_setzero_si256();
-        for (int k = 1; k <= count; ++k) {
-          const __m256i th = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + k * kLanes + 8 * h));
-          // a >= th  <=>  !(th > a); the compare gives -1 where th > a
-          code = _mm256_sub_epi32(code, _mm256_cmpgt_epi32(th, a));
+      direction[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + 8 * h));
+      for (int k = 1; k < (1 << bits); ++k)
+        th[h][k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + k * kLanes + 8 * h));
+    }
+    auto plane_bits = [](__m256i above0, __m256i above1) {
+      const auto lo = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(above0)));
+      const auto hi = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(above1)));
+      return ~(lo | (hi << 8));
+    };
+    for (int q = 0; q < e.pixels; ++q) {
+      __m256i above[3][2];  // [bit][half]
+      for (int h = 0; h < 2; ++h) {
+        const __m256i a = _mm256_sign_epi32(accumulator(e, q, h), direction[h]);  // direction is +-1
+        if (bits == 2) {
+          above[1][h] = _mm256_cmpgt_epi32(th[h][2], a);
+          above[0][h] = _mm256_cmpgt_epi32(_mm256_blendv_epi8(th[h][3], th[h][1], above[1][h]), a);
+        } else {
+          above[2][h] = _mm256_cmpgt_epi32(th[h][4], a);
+          above[1][h] = _mm256_cmpgt_epi32(_mm256_blendv_epi8(th[h][6], th[h][2], above[2][h]), a);
+          const __m256i low = _mm256_blendv_epi8(th[h][3], th[h][1], above[1][h]);
+          const __m256i high = _mm256_blendv_epi8(th[h][7], th[h][5], above[1][h]);
+          above[0][h] = _mm256_cmpgt_epi32(_mm256_blendv_epi8(high, low, above[2][h]), a);
         }
-        // code now counts the thresholds above a; the output code counts those at or below
-        code = _mm256_sub_epi32(_mm256_set1_epi32(count), code);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes[q] + 8 * h), code);
+      }
+      uint8_t* dst = e.out_packed + e.out_offsets[q];
+      for (int j = 0; j < bits; ++j) {
+        const auto plane = static_cast<uint16_t>(plane_bits(above[j][0], above[j][1]) & valid);
+        if (e.lanes > 8)
+          std::memcpy(dst + j * e.plane_stride, &plane, 2);
+        else
+          dst[j * e.plane_stride] = static_cast<uint8_t>(plane);
       }
     }
-  } else {
+    return;
+  }
+  alignas(32) int32_t codes[kTilePixels][kLanes];
+  {
     const __m256 out_scale = _mm256_set1_ps(e.out_quant.scale);
     const __m256 zero_point = _mm256_set1_ps(static_cast<float>(e.out_quant.zero_point));
     const __m256 top = _mm256_set1_ps(static_cast<float>(e.out_quant.max_code()));

@@ -206,32 +206,41 @@ void epilogue_tile(const EpilogueTile& tile) {
   if (e.thresholds) {
     const __m512i direction = _mm512_loadu_si512(e.thresholds);
     const __mmask16 negate = _mm512_cmplt_epi32_mask(direction, _mm512_setzero_si512());
-    const int count = e.out_quant.max_code();
-    if (count == 1) {  // one output bit: the comparison mask is the plane
-      const __m512i threshold = _mm512_loadu_si512(e.thresholds + kLanes);
-      for (int q = 0; q < e.pixels; ++q) {
-        __m512i a = _mm512_add_epi32(_mm512_load_si512(e.acc + q * kLanes), lane_offset);
-        if (e.pixel_offset) a = _mm512_add_epi32(a, _mm512_set1_epi32(e.pixel_offset[q]));
-        a = _mm512_mask_sub_epi32(a, negate, _mm512_setzero_si512(), a);
-        const auto plane = static_cast<uint16_t>(_mm512_mask_cmpge_epi32_mask(valid, a, threshold));
-        uint8_t* dst = e.out_packed + e.out_offsets[q];
-        if (e.lanes > 8)
-          std::memcpy(dst, &plane, 2);
-        else
-          dst[0] = static_cast<uint8_t>(plane);
-      }
-      return;
-    }
+    // The thresholds are sorted, so the code is found bit by bit from the top, as a binary
+    // search whose comparison masks are the output planes themselves: 2^K' - 1 compares become
+    // K', and the candidate threshold of each lane is picked with mask blends.
+    const int bits = e.out_quant.bits;  // 1..3 (Epilogue::kMaxThresholdBits)
+    __m512i th[8];
+    for (int k = 1; k < (1 << bits); ++k) th[k] = _mm512_loadu_si512(e.thresholds + k * kLanes);
+    auto store_plane = [&](uint8_t* dst, __mmask16 plane) {
+      const auto v = static_cast<uint16_t>(plane);
+      if (e.lanes > 8)
+        std::memcpy(dst, &v, 2);
+      else
+        dst[0] = static_cast<uint8_t>(v);
+    };
     for (int q = 0; q < e.pixels; ++q) {
       __m512i a = _mm512_add_epi32(_mm512_load_si512(e.acc + q * kLanes), lane_offset);
       if (e.pixel_offset) a = _mm512_add_epi32(a, _mm512_set1_epi32(e.pixel_offset[q]));
       a = _mm512_mask_sub_epi32(a, negate, _mm512_setzero_si512(), a);
-      __m512i code = _mm512_setzero_si512();
-      for (int k = 1; k <= count; ++k) {
-        const __mmask16 ge = _mm512_cmpge_epi32_mask(a, _mm512_loadu_si512(e.thresholds + k * kLanes));
-        code = _mm512_mask_add_epi32(code, ge, code, _mm512_set1_epi32(1));
+      uint8_t* dst = e.out_packed + e.out_offsets[q];
+      if (bits == 1) {
+        store_plane(dst, _mm512_mask_cmpge_epi32_mask(valid, a, th[1]));
+      } else if (bits == 2) {
+        const __mmask16 b1 = _mm512_cmpge_epi32_mask(a, th[2]);
+        const __mmask16 b0 = _mm512_cmpge_epi32_mask(a, _mm512_mask_blend_epi32(b1, th[1], th[3]));
+        store_plane(dst, b0 & valid);
+        store_plane(dst + e.plane_stride, b1 & valid);
+      } else {
+        const __mmask16 b2 = _mm512_cmpge_epi32_mask(a, th[4]);
+        const __mmask16 b1 = _mm512_cmpge_epi32_mask(a, _mm512_mask_blend_epi32(b2, th[2], th[6]));
+        const __m512i low = _mm512_mask_blend_epi32(b1, th[1], th[3]);
+        const __m512i high = _mm512_mask_blend_epi32(b1, th[5], th[7]);
+        const __mmask16 b0 = _mm512_cmpge_epi32_mask(a, _mm512_mask_blend_epi32(b2, low, high));
+        store_plane(dst, b0 & valid);
+        store_plane(dst + e.plane_stride, b1 & valid);
+        store_plane(dst + 2 * e.plane_stride, b2 & valid);
       }
-      store_planes(e, q, code, valid);
     }
     return;
   }
