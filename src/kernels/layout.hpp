@@ -28,21 +28,21 @@ inline uint32_t load_u32(const uint8_t* p) noexcept {
 }
 
 // Writes the code `code` into plane `plane` of pixels [x_begin, x_end) of stored row `row`.
-// Pixels start on byte boundaries (Cs is a multiple of 8), so whole bytes are written.
+// Pixels start on byte boundaries (Cs is a multiple of 8), so whole bytes are written. (Called
+// for every border pixel of every output: plain byte stores, no memset call per pixel.)
 inline void fill_pixels_with_code(PackedActivations& a, int64_t n, int64_t row, int plane, int64_t x_begin,
                                   int64_t x_end, int32_t code) {
   const bool bit = ((code >> plane) & 1) != 0;
   const int64_t channels = a.channels(), pixel_bytes = a.pixel_bits() / 8;
-  uint8_t* base = a.data() + a.row_offset(n, row, plane);
-  for (int64_t x = x_begin; x < x_end; ++x) {
-    uint8_t* p = base + x * pixel_bytes;
-    if (!bit) {
-      std::memset(p, 0, static_cast<std::size_t>(pixel_bytes));
-      continue;
-    }
-    std::memset(p, 0xff, static_cast<std::size_t>(channels / 8));
-    if (channels % 8 != 0) p[channels / 8] = static_cast<uint8_t>((1u << (channels % 8)) - 1);
+  uint8_t* p = a.data() + a.row_offset(n, row, plane) + x_begin * pixel_bytes;
+  const int64_t bytes = (x_end - x_begin) * pixel_bytes;
+  if (!bit) {
+    for (int64_t i = 0; i < bytes; ++i) p[i] = 0;
+    return;
   }
+  // Set bits for the channels, zero for the Cs - C padding bits of each pixel.
+  const auto last = static_cast<uint8_t>(channels % 8 == 0 ? 0xff : (1u << (channels % 8)) - 1);
+  for (int64_t i = 0; i < bytes; ++i) p[i] = (i % pixel_bytes == pixel_bytes - 1) ? last : uint8_t{0xff};
 }
 
 }  // namespace bitmix::kernels::detail
