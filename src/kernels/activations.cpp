@@ -27,7 +27,8 @@ void validate(const ActivationQuant& quant, std::string_view what) {
 uint8_t quantize_code(float x, const ActivationQuant& quant) noexcept {
   // Written so that every SIMD path can mirror it operation by operation: divide, round half
   // to even, add z in float, then max(., 0) (NaN -> 0) and min(., 2^K - 1).
-  const float r = std::nearbyint(x / quant.scale) + static_cast<float>(quant.zero_point);
+  const float ratio = quant.reciprocal ? x * (1.0f / quant.scale) : x / quant.scale;
+  const float r = std::nearbyint(ratio) + static_cast<float>(quant.zero_point);
   if (!(r > 0.0f)) return 0;
   const float top = static_cast<float>(quant.max_code());
   return static_cast<uint8_t>(r < top ? r : top);

@@ -67,7 +67,8 @@ struct BitRun {
   const Conv2dParams params{cc.stride, cc.stride, cc.pad, cc.pad};
   auto [scale, bias] = testing::random_scale_bias(rng, cc.out_channels, 4.0f / static_cast<float>(1 << (run.weight_bits + run.act_bits)));
   if (run.output == OutputKind::packed) {
-    ActivationQuant out_q{run.out_bits, 0.7f, static_cast<int32_t>(rng.below(uint64_t{1} << run.out_bits))};
+    ActivationQuant out_q{run.out_bits, 0.7f, static_cast<int32_t>(rng.below(uint64_t{1} << run.out_bits)),
+                          seed % 4 >= 2};
     const Epilogue e = Epilogue::requantize(scale, bias, seed % 3 == 0, out_q, run.out_border);
     PackedActivations fast, slow;
     conv2d(input, weights, params, e, fast);
@@ -198,6 +199,27 @@ TEST_P(ConvPaths, ReusedPackedOutputGetsItsBorderBack) {
   conv2d(x, w, Conv2dParams{1, 1, 1, 1}, e, out);
   reference::conv2d(x, w, Conv2dParams{1, 1, 1, 1}, e, expected);
   EXPECT_TRUE(testing::same_codes(out, expected));
+}
+
+TEST_P(ConvPaths, RequantizationHonoursTheReciprocalMode) {
+  // y = (acc + 0.5) * s lands next to rounding ties of y / s, where x / s and x * (1 / s) differ
+  // for s = 0.21: every path must follow the mode it is given, and the modes must really differ.
+  BITMIX_REQUIRE_PATH(GetParam());
+  std::vector<uint8_t> codes(256);
+  for (int i = 0; i < 256; ++i) codes[static_cast<std::size_t>(i)] = static_cast<uint8_t>(i);
+  const PackedActivations x = PackedActivations::from_codes(codes, 1, 1, 16, 16, ActivationQuant{8, 1.0f, 0}, 0);
+  const PackedWeights w = PackedWeights::pack(std::vector<int32_t>{1}, {1, 1, 1, 1, 2, WeightEncoding::twos_complement, false});
+  std::vector<uint8_t> by_mode[2];
+  for (bool reciprocal : {false, true}) {
+    const ActivationQuant out_q{8, 0.21f, 100, reciprocal};
+    const Epilogue e = Epilogue::requantize({0.21f}, {0.105f}, false, out_q, 0);
+    PackedActivations fast, slow;
+    conv2d(x, w, Conv2dParams{}, e, fast);
+    reference::conv2d(x, w, Conv2dParams{}, e, slow);
+    ASSERT_TRUE(testing::same_codes(fast, slow)) << "reciprocal=" << reciprocal;
+    by_mode[reciprocal] = fast.codes();
+  }
+  EXPECT_NE(by_mode[0], by_mode[1]);
 }
 
 TEST_P(ConvPaths, ResultsDoNotDependOnTheThreadCount) {

@@ -44,6 +44,27 @@ TEST(QuantizeCode, MatchesTheDefinitionOnRandomValues) {
   }
 }
 
+TEST(QuantizeCode, ReciprocalModeMultipliesByTheFloatReciprocal) {
+  // quant's range quantizers compute round(x * (1.0f / s)); the reciprocal mode reproduces that,
+  // and the two modes really differ next to rounding ties (found by search, then checked).
+  Rng rng(13);
+  int differing = 0;
+  for (int trial = 0; trial < 200000; ++trial) {
+    const ActivationQuant q{8, rng.uniform(0.001f, 1.0f), static_cast<int32_t>(rng.below(256)), true};
+    // half the values at the float nearest to a rounding tie, where the two modes can disagree
+    const float k = static_cast<float>(static_cast<int>(rng.below(200)) - 100);
+    const float x = trial % 2 ? (k + 0.5f) * q.scale : rng.uniform(-1.0f, 1.0f) * 128.0f * q.scale;
+    const float inverse = 1.0f / q.scale;
+    const double rounded = std::nearbyint(static_cast<double>(x * inverse)) + q.zero_point;
+    const int expected = static_cast<int>(std::min<double>(std::max<double>(rounded, 0.0), 255.0));
+    ASSERT_EQ(quantize_code(x, q), expected) << "x=" << x << " s=" << q.scale;
+    ActivationQuant divide = q;
+    divide.reciprocal = false;
+    differing += quantize_code(x, divide) != quantize_code(x, q);
+  }
+  EXPECT_GT(differing, 0) << "no value where x / s and x * (1 / s) round apart: the test proves nothing";
+}
+
 TEST(PackedActivations, LayoutIsTheDocumentedBitStream) {
   ActivationQuant q{2, 1.0f, 1};
   PackedActivations a(1, 3, 1, 2, q, 1);  // C=3 -> 8 bits per pixel, 4 stored columns, 3 stored rows
@@ -108,14 +129,16 @@ TEST_P(QuantizePackPaths, EqualsElementwiseReference) {
     for (int64_t c : {1, 3, 16, 65}) {
       Tensor x({2, c, 3, 7 + 5 * bits});  // 12 .. 47 wide: partial and several register blocks
       for (int64_t i = 0; i < x.numel(); ++i) x[i] = rng.normal(0.0f, 2.0f);
+      // every 7th value next to a rounding tie, where x / s and x * (1 / s) can round apart
+      for (int64_t i = 5; i < x.numel(); i += 7) x[i] = (static_cast<float>(i % 23) - 11.5f) * 0.21f;
       // exact ties, NaN and infinities go through every lane position
-      x[0] = 0.5f * 0.37f;
+      x[0] = 0.5f * 0.21f;
       x[1] = std::numeric_limits<float>::quiet_NaN();
       x[2] = std::numeric_limits<float>::infinity();
       x[3] = -std::numeric_limits<float>::infinity();
       x[4] = -0.0f;
-      x[x.numel() - 1] = 2.5f * 0.37f;
-      ActivationQuant q{bits, 0.37f, static_cast<int32_t>(rng.below(uint64_t{1} << bits))};
+      x[x.numel() - 1] = 2.5f * 0.21f;
+      ActivationQuant q{bits, 0.21f, static_cast<int32_t>(rng.below(uint64_t{1} << bits)), c % 2 == 1};
       const int border = bits % 2;
       const PackedActivations fast = quantize_pack(x, q, border);
       const PackedActivations slow = reference::quantize_pack(x, q, border);

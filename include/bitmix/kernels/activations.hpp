@@ -4,6 +4,8 @@
 //
 // An activation x is stored as an unsigned K-bit code with a per-tensor scale s and zero point z:
 //     code = clamp(nearbyint(x / s) + z, 0, 2^K - 1)        (round half to even; NaN -> 0)
+// or, with ActivationQuant::reciprocal, nearbyint(x * (1.0f / s)) in place of nearbyint(x / s):
+// the form bitmix::quant's range quantizers compute, so a runtime can match them bit for bit.
 // and stands for the real value (code - z) * s. The quant module uses exactly this convention.
 //
 // Layout (see docs/kernels.md): for each image n, each stored row r of the (H + 2*border) rows,
@@ -28,6 +30,9 @@ struct ActivationQuant {
   int bits = 8;             // K, 1..8
   float scale = 1.0f;       // s, finite and > 0
   int32_t zero_point = 0;   // z, in [0, 2^bits - 1]
+  // false: x / s; true: x * r with r = 1.0f / s rounded to float (one multiply, as quant's
+  // engine does). Both round half to even afterwards; they differ only next to a rounding tie.
+  bool reciprocal = false;
 
   int32_t max_code() const noexcept { return (1 << bits) - 1; }
   friend bool operator==(const ActivationQuant&, const ActivationQuant&) = default;
@@ -38,7 +43,8 @@ struct ActivationQuant {
 void validate(const ActivationQuant& quant, std::string_view what);
 
 // The one definition of the activation code: clamp(nearbyint(x / scale) + zero_point, 0, 2^bits-1)
-// computed in float with round-half-to-even; NaN gives 0. `quant` is not validated here.
+// (x * (1.0f / scale) when quant.reciprocal) computed in float with round-half-to-even; NaN gives
+// 0. `quant` is not validated here.
 uint8_t quantize_code(float x, const ActivationQuant& quant) noexcept;
 
 class PackedActivations {

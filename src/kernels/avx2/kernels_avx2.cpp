@@ -115,8 +115,10 @@ inline __m256 epilogue_values(bool relu, __m256i a, __m256 scale, __m256 bias) {
   return y;
 }
 
-inline __m256i quantize_codes(__m256 x, __m256 scale, __m256 zero_point, __m256 top) {
-  __m256 r = _mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// `factor` is the scale, or its float reciprocal when `reciprocal` (ActivationQuant::reciprocal).
+inline __m256i quantize_codes(__m256 x, __m256 factor, bool reciprocal, __m256 zero_point, __m256 top) {
+  const __m256 ratio = reciprocal ? _mm256_mul_ps(x, factor) : _mm256_div_ps(x, factor);
+  __m256 r = _mm256_round_ps(ratio, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   r = _mm256_add_ps(r, zero_point);
   r = _mm256_max_ps(r, _mm256_setzero_ps());  // NaN -> 0
   r = _mm256_min_ps(r, top);
@@ -230,14 +232,14 @@ void epilogue_tile(const EpilogueTile& tile) {
   }
   alignas(32) int32_t codes[kTilePixels][kLanes];
   {
-    const __m256 out_scale = _mm256_set1_ps(e.out_quant.scale);
+    const __m256 out_scale = _mm256_set1_ps(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
     const __m256 zero_point = _mm256_set1_ps(static_cast<float>(e.out_quant.zero_point));
     const __m256 top = _mm256_set1_ps(static_cast<float>(e.out_quant.max_code()));
     for (int h = 0; h < 2; ++h) {
       const __m256 scale = _mm256_loadu_ps(e.scale + 8 * h), bias = _mm256_loadu_ps(e.bias + 8 * h);
       for (int q = 0; q < e.pixels; ++q) {
         const __m256 y = epilogue_values(e.relu, accumulator(e, q, h), scale, bias);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes[q] + 8 * h), quantize_codes(y, out_scale, zero_point, top));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(codes[q] + 8 * h), quantize_codes(y, out_scale, e.out_quant.reciprocal, zero_point, top));
       }
     }
   }
@@ -266,12 +268,12 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
     scalar::quantize(x, stride, count, q, codes);
     return;
   }
-  const __m256 scale = _mm256_set1_ps(q.scale);
+  const __m256 scale = _mm256_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m256 zero_point = _mm256_set1_ps(static_cast<float>(q.zero_point));
   const __m256 top = _mm256_set1_ps(static_cast<float>(q.max_code()));
   int64_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    const __m256i c = quantize_codes(_mm256_loadu_ps(x + i), scale, zero_point, top);
+    const __m256i c = quantize_codes(_mm256_loadu_ps(x + i), scale, q.reciprocal, zero_point, top);
     const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
     const __m128i narrowed = _mm_packus_epi16(words, words);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), narrowed);
@@ -304,7 +306,7 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
 // register holds one pixel's 8 channels and MOVMSKPS of a shifted code gives the plane byte.
 void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
                        uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
-  const __m256 scale = _mm256_set1_ps(q.scale);
+  const __m256 scale = _mm256_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m256 zero_point = _mm256_set1_ps(static_cast<float>(q.zero_point));
   const __m256 top = _mm256_set1_ps(static_cast<float>(q.max_code()));
   for (int64_t c0 = 0; c0 < channels; c0 += 8) {
@@ -326,7 +328,7 @@ void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels,
       }
       transpose8(rows);
       for (int p = 0; p < nw; ++p) {
-        const __m256i codes = quantize_codes(rows[p], scale, zero_point, top);
+        const __m256i codes = quantize_codes(rows[p], scale, q.reciprocal, zero_point, top);
         uint8_t* dst = out + (w0 + p) * pixel_bytes + c0 / 8;
         for (int j = 0; j < q.bits; ++j)
           dst[j * plane_stride] = static_cast<uint8_t>(

@@ -139,8 +139,10 @@ inline __m512 epilogue_values(const EpilogueTile& e, __m512i a, __m512 scale, __
 }
 
 // quantize_code() for 16 lanes, operation by operation.
-inline __m512i quantize_codes(__m512 x, __m512 scale, __m512 zero_point, __m512 top) {
-  __m512 r = _mm512_roundscale_ps(_mm512_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// `factor` is the scale, or its float reciprocal when `reciprocal` (ActivationQuant::reciprocal).
+inline __m512i quantize_codes(__m512 x, __m512 factor, bool reciprocal, __m512 zero_point, __m512 top) {
+  const __m512 ratio = reciprocal ? _mm512_mul_ps(x, factor) : _mm512_div_ps(x, factor);
+  __m512 r = _mm512_roundscale_ps(ratio, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   r = _mm512_add_ps(r, zero_point);
   r = _mm512_max_ps(r, _mm512_setzero_ps());  // NaN -> 0
   r = _mm512_min_ps(r, top);
@@ -244,14 +246,14 @@ void epilogue_tile(const EpilogueTile& tile) {
     }
     return;
   }
-  const __m512 out_scale = _mm512_set1_ps(e.out_quant.scale);
+  const __m512 out_scale = _mm512_set1_ps(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(e.out_quant.zero_point));
   const __m512 top = _mm512_set1_ps(static_cast<float>(e.out_quant.max_code()));
   for (int q = 0; q < e.pixels; ++q) {
     __m512i a = _mm512_add_epi32(_mm512_load_si512(e.acc + q * kLanes), lane_offset);
     if (e.pixel_offset) a = _mm512_add_epi32(a, _mm512_set1_epi32(e.pixel_offset[q]));
     const __m512 y = epilogue_values(e, a, scale, bias);
-    store_planes(e, q, quantize_codes(y, out_scale, zero_point, top), valid);
+    store_planes(e, q, quantize_codes(y, out_scale, e.out_quant.reciprocal, zero_point, top), valid);
   }
 }
 
@@ -263,14 +265,14 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
     scalar::quantize(x, stride, count, q, codes);
     return;
   }
-  const __m512 scale = _mm512_set1_ps(q.scale);
+  const __m512 scale = _mm512_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(q.zero_point));
   const __m512 top = _mm512_set1_ps(static_cast<float>(q.max_code()));
   for (int64_t i = 0; i < count; i += 16) {
     const int64_t n = std::min<int64_t>(16, count - i);
     const auto mask = static_cast<__mmask16>(n == 16 ? 0xffff : (1u << n) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(mask, x + i);
-    _mm_mask_storeu_epi8(codes + i, mask, _mm512_cvtepi32_epi8(quantize_codes(v, scale, zero_point, top)));
+    _mm_mask_storeu_epi8(codes + i, mask, _mm512_cvtepi32_epi8(quantize_codes(v, scale, q.reciprocal, zero_point, top)));
   }
 }
 
@@ -298,7 +300,7 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
 // planes are then 16-bit masks, exactly the pixel's bytes in each plane.
 void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
                        uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
-  const __m512 scale = _mm512_set1_ps(q.scale);
+  const __m512 scale = _mm512_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(q.zero_point));
   const __m512 top = _mm512_set1_ps(static_cast<float>(q.max_code()));
   for (int64_t c0 = 0; c0 < channels; c0 += 16) {
@@ -313,7 +315,7 @@ void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels,
         rows[r] = r < nc ? _mm512_maskz_loadu_ps(wmask, x + (c0 + r) * channel_stride + w0) : _mm512_setzero_ps();
       transpose16(rows);
       for (int p = 0; p < nw; ++p) {
-        const __m512i codes = quantize_codes(rows[p], scale, zero_point, top);
+        const __m512i codes = quantize_codes(rows[p], scale, q.reciprocal, zero_point, top);
         uint8_t* dst = out + (w0 + p) * pixel_bytes + c0 / 8;
         for (int j = 0; j < q.bits; ++j) {
           const auto plane = static_cast<uint16_t>(_mm512_mask_test_epi32_mask(cmask, codes, _mm512_set1_epi32(1 << j)));

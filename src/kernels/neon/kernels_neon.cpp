@@ -86,8 +86,11 @@ inline float32x4_t epilogue_values(const EpilogueTile& e, int32x4_t a, int h) {
 }
 
 // quantize_code() for 4 lanes, operation by operation.
-inline int32x4_t quantize_codes(float32x4_t x, float32x4_t scale, float32x4_t zero_point, float32x4_t top) {
-  float32x4_t r = vaddq_f32(vrndnq_f32(vdivq_f32(x, scale)), zero_point);
+// `factor` is the scale, or its float reciprocal when `reciprocal` (ActivationQuant::reciprocal).
+inline int32x4_t quantize_codes(float32x4_t x, float32x4_t factor, bool reciprocal, float32x4_t zero_point,
+                                float32x4_t top) {
+  const float32x4_t ratio = reciprocal ? vmulq_f32(x, factor) : vdivq_f32(x, factor);
+  float32x4_t r = vaddq_f32(vrndnq_f32(ratio), zero_point);
   r = vbslq_f32(vcgtq_f32(r, vdupq_n_f32(0.0f)), r, vdupq_n_f32(0.0f));  // !(r > 0) -> 0, NaN included
   r = vbslq_f32(vcltq_f32(r, top), r, top);
   return vcvtq_s32_f32(r);
@@ -119,7 +122,7 @@ void epilogue_tile(const EpilogueTile& tile) {
     }
     return;
   }
-  const float32x4_t out_scale = vdupq_n_f32(e.out_quant.scale);
+  const float32x4_t out_scale = vdupq_n_f32(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
   const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(e.out_quant.zero_point));
   const float32x4_t top = vdupq_n_f32(static_cast<float>(e.out_quant.max_code()));
   const int count = e.out_quant.max_code();
@@ -134,7 +137,7 @@ void epilogue_tile(const EpilogueTile& tile) {
           code = vsubq_s32(code, vreinterpretq_s32_u32(vcgeq_s32(directed, vld1q_s32(e.thresholds + k * kLanes + 4 * h))));
         codes[h] = code;
       } else {
-        codes[h] = quantize_codes(epilogue_values(e, a, h), out_scale, zero_point, top);
+        codes[h] = quantize_codes(epilogue_values(e, a, h), out_scale, e.out_quant.reciprocal, zero_point, top);
       }
     }
     const uint8x16_t narrow = narrow_codes(codes);
@@ -157,13 +160,13 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
     scalar::quantize(x, stride, count, q, codes);
     return;
   }
-  const float32x4_t scale = vdupq_n_f32(q.scale);
+  const float32x4_t scale = vdupq_n_f32(q.reciprocal ? 1.0f / q.scale : q.scale);
   const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(q.zero_point));
   const float32x4_t top = vdupq_n_f32(static_cast<float>(q.max_code()));
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
     int32x4_t c[4];
-    for (int h = 0; h < 4; ++h) c[h] = quantize_codes(vld1q_f32(x + i + 4 * h), scale, zero_point, top);
+    for (int h = 0; h < 4; ++h) c[h] = quantize_codes(vld1q_f32(x + i + 4 * h), scale, q.reciprocal, zero_point, top);
     vst1q_u8(codes + i, narrow_codes(c));
   }
   scalar::quantize(x + i, 1, count - i, q, codes + i);
