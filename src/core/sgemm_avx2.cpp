@@ -15,27 +15,9 @@ constexpr int kNr = 16;
 
 #include "core/sgemm_generic.inc"
 
-void tile_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m_valid,
-               int n_valid) {
-  __m256 acc[kMr][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < kMr; ++i) {
-    acc[i][0] = _mm256_setzero_ps();
-    acc[i][1] = _mm256_setzero_ps();
-  }
-#pragma GCC unroll 2
-  for (int64_t p = 0; p < kc; ++p) {
-    const __m256 b0 = _mm256_load_ps(b);
-    const __m256 b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < kMr; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i);
-      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-    }
-    a += kMr;
-    b += kNr;
-  }
+// Writes the 6 x 16 accumulator block into C (alpha, beta; through a buffer for a partial tile).
+inline void store_tile(__m256 (&acc)[kMr][2], float* c, int64_t ldc, float alpha, float beta, int m_valid,
+                       int n_valid) {
   if (m_valid == kMr && n_valid == kNr) {
     const __m256 va = _mm256_set1_ps(alpha);
     const __m256 vb = _mm256_set1_ps(beta);
@@ -59,6 +41,67 @@ void tile_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc
     _mm256_store_ps(buffer + i * kNr + 8, acc[i][1]);
   }
   store_tile_generic(buffer, c, ldc, alpha, beta, m_valid, n_valid);
+}
+
+void tile_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m_valid,
+               int n_valid) {
+  __m256 acc[kMr][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    acc[i][0] = _mm256_setzero_ps();
+    acc[i][1] = _mm256_setzero_ps();
+  }
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_load_ps(b);
+    const __m256 b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < kMr; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    }
+    a += kMr;
+    b += kNr;
+  }
+  store_tile(acc, c, ldc, alpha, beta, m_valid, n_valid);
+}
+
+// B read in place: each row of the sliver is one contiguous run (b_high = b_low + 8) or two runs
+// of 8 (an image 8 wide). Partial slivers use masked loads, which never touch masked-off floats.
+void tile_direct_avx2(int64_t kc, const float* a, const float* b_low, const float* b_high, const int64_t* row_offsets,
+                      float* c, int64_t ldc, float alpha, float beta, int m_valid, int n_valid) {
+  __m256 acc[kMr][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    acc[i][0] = _mm256_setzero_ps();
+    acc[i][1] = _mm256_setzero_ps();
+  }
+  alignas(32) int32_t bits[16];
+  for (int t = 0; t < 16; ++t) bits[t] = t < n_valid ? -1 : 0;
+  const __m256i mask0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits));
+  const __m256i mask1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits + 8));
+  const bool full = n_valid == kNr;
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    const int64_t offset = row_offsets[p];
+    __m256 b0, b1;
+    if (full) {
+      b0 = _mm256_loadu_ps(b_low + offset);
+      b1 = _mm256_loadu_ps(b_high + offset);
+    } else {
+      b0 = _mm256_maskload_ps(b_low + offset, mask0);
+      b1 = _mm256_maskload_ps(b_high + offset, mask1);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < kMr; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    }
+    a += kMr;
+  }
+  store_tile(acc, c, ldc, alpha, beta, m_valid, n_valid);
 }
 
 void pack_b_avx2(int64_t kc, const float* base, const int64_t* row_offsets, const bitmix::detail::SgemmColumnRun* runs,
@@ -145,7 +188,8 @@ void dot_rows_avx2(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64_t
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr, kNr, tile_avx2, nullptr, 0, pack_b_avx2, dot_rows_avx2, kDotRows, kDotCols};
+const bitmix::detail::SgemmKernels kKernels = {kMr,         kNr,           tile_avx2, tile_direct_avx2, 8,
+                                               pack_b_avx2, dot_rows_avx2, kDotRows,  kDotCols};
 
 }  // namespace
 
