@@ -112,7 +112,17 @@ Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Data
   if (test_set != nullptr && (test_set->channels != train_set.channels || test_set->height != train_set.height ||
                               test_set->width != train_set.width || test_set->num_classes() != train_set.num_classes()))
     throw ShapeError(fmt::format("test set {} does not match the training set's image shape or classes", test_set->name));
-  normalization_ = data::compute_normalization(train_set);
+  if (o.normalization.mean.empty()) {
+    normalization_ = data::compute_normalization(train_set);
+  } else {
+    const auto channels = static_cast<std::size_t>(train_set.channels);
+    if (o.normalization.mean.size() != channels || o.normalization.stddev.size() != channels)
+      throw ArgumentError(fmt::format("input normalization with {} means and {} standard deviations for {} images "
+                                      "with {} channels",
+                                      o.normalization.mean.size(), o.normalization.stddev.size(), train_set.name,
+                                      channels));
+    normalization_ = o.normalization;
+  }
   data::LoaderOptions lo;
   lo.batch_size = o.batch_size;
   lo.shuffle = true;

@@ -60,6 +60,9 @@ struct TrainerOptions {
 
   float label_smoothing = 0.0f;
   data::Augmentation augmentation;
+  // Input normalization; empty = computed from the training set. Fine-tuning from a checkpoint
+  // passes the checkpoint's, so the weights see the inputs they were trained on.
+  data::Normalization normalization;
   uint64_t seed = 0;
 
   std::filesystem::path out_dir;  // log.csv, summary.json, model.ckpt; empty = write nothing
