@@ -377,14 +377,15 @@ CalibrationReport calibrate_quantizers(Module& model, std::span<const Tensor> ba
     }
   } restore{model, quantizers, was_training};
 
+  const auto wanted = [&](const AttachedQuantizer& q) {
+    return options.only.empty() || std::find(options.only.begin(), options.only.end(), q.path) != options.only.end();
+  };
   model.eval();
-  std::vector<QuantizerTransform*> observed;
   for (const AttachedQuantizer& q : quantizers) {
     q.transform->set_bypass(true);
     if (q.is_weight) continue;
-    if (q.transform->quantizer().accepts_range()) {
+    if (wanted(q) && q.transform->quantizer().accepts_range()) {
       q.transform->begin_observation(options.method);
-      observed.push_back(q.transform);
     }
   }
   for (const Tensor& batch : batches) model.forward(batch);
@@ -398,7 +399,7 @@ CalibrationReport calibrate_quantizers(Module& model, std::span<const Tensor> ba
       }
       continue;
     }
-    if (options.weights && q.transform->spec().kind == QuantizerKind::lsq) {
+    if (options.weights && wanted(q) && q.transform->spec().kind == QuantizerKind::lsq) {
       const Parameter& w = layer_weight(*q.layer);
       quant::Calibrator calibrator(options.method, q.transform->quantizer());
       calibrator.observe(w.value);

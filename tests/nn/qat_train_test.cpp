@@ -139,7 +139,9 @@ TEST(QatCalibration, MatchesHandCalibratorsOnTheFloatNetwork) {
     if (b.name.find("bn") != std::string::npos) bn_before.push_back(b.buffer->value);
 
   model->train();
-  const CalibrationReport report = calibrate_quantizers(*model, batches, QatCalibrationOptions{method, true});
+  QatCalibrationOptions options;
+  options.method = method;
+  const CalibrationReport report = calibrate_quantizers(*model, batches, options);
   EXPECT_EQ(report.batches, 3);
   EXPECT_TRUE(model->training());  // restored
   // Calibrated: 8 inputs but the dorefa one, LSQ weights (7 of 8: one is sawb).
@@ -173,6 +175,17 @@ TEST(QatCalibration, MatchesHandCalibratorsOnTheFloatNetwork) {
     EXPECT_FALSE(l.input->bypassed()) << l.name;
   }
   EXPECT_THROW(calibrate_quantizers(*model, std::span<const Tensor>{}), ArgumentError);
+
+  // `only` restricts calibration to the named quantizers.
+  const float fc_step = param("fc.input_transform.step")[0];
+  const float first_step = param("conv1.input_transform.step")[0];
+  options.method.method = quant::CalibrationMethod::min_max;
+  options.only = {"fc.input_transform"};
+  const CalibrationReport only = calibrate_quantizers(*model, batches, options);
+  ASSERT_EQ(only.calibrated.size(), 1u);
+  EXPECT_EQ(only.calibrated[0], "fc.input_transform");
+  EXPECT_NE(param("fc.input_transform.step")[0], fc_step);  // min-max is wider than the MSE clip
+  EXPECT_EQ(param("conv1.input_transform.step")[0], first_step);
 }
 
 }  // namespace

@@ -198,12 +198,15 @@ struct QatCalibrationOptions {
   // 2 mean|w| / sqrt(Q_P)). Other weight kinds derive their scale from the current weights on
   // every forward and are left alone.
   bool weights = true;
+  // Only these quantizers ("<layer>.input_transform", "<layer>.weight_transform"; e.g. the
+  // to_initialize list of load_quantized_model_state); empty = all.
+  std::vector<std::string> only;
 };
 
 struct CalibrationReport {
   int64_t batches = 0;
   std::vector<std::string> calibrated;  // "<layer>.input_transform", "<layer>.weight_transform"
-  std::vector<std::string> skipped;     // quantizers that take no range (dorefa, sawb, ...)
+  std::vector<std::string> skipped;     // take no range (dorefa, sawb, ...) or not in `only`
 };
 
 // Post-training calibration of the attached quantizers that take a range: the input quantizers
