@@ -1,5 +1,6 @@
 // bitmix train: train a float model (CIFAR ResNet or small VGG) on a dataset, with a progress
-// bar, per-epoch evaluation, log.csv, summary.json and an atomic checkpoint per epoch.
+// bar, per-epoch evaluation, log.csv, summary.json and an atomic checkpoint per epoch; or, with
+// the QAT flags of train_quant.hpp, fine-tune it quantized (--quant/--wbits/--abits or --bits).
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -8,12 +9,14 @@
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
+#include "bitmix/core/file_io.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/trainer.hpp"
 #include "cli.hpp"
+#include "train_quant.hpp"
 
 namespace bitmix::cli {
 namespace {
@@ -56,6 +59,8 @@ int run_train(int argc, char** argv) {
   args.option("init", "CKPT", "start from the weights of this checkpoint (a fresh run: new optimizer and schedule)", "");
   args.flag("init-partial", "with --init: tolerate entries missing from the checkpoint or absent from the model");
   args.flag("no-progress", "no progress bar");
+  add_quantization_options(args);
+  args.flag("eval-only", "evaluate the (initialized, calibrated) model on the test set instead of training: DIR/eval.json");
   if (!args.parse(argc, argv)) return 0;
   const uint64_t seed = args.apply_common();
 
@@ -75,6 +80,7 @@ int run_train(int argc, char** argv) {
   ms.zero_init_residual = args.get_flag("zero-init-residual");
   ms.seed = seed;
   std::unique_ptr<nn::Module> model = nn::make_model(ms);
+  QuantizationSetup qat = apply_quantization_options(args, *model, ms);
 
   nn::TrainerOptions o;
   o.epochs = static_cast<int>(args.get_int("epochs", 1, 100000));
@@ -110,18 +116,27 @@ int run_train(int argc, char** argv) {
   nlohmann::json model_meta = nlohmann::json::parse(nn::model_spec_to_json(ms));
   model_meta["data"] = spec.to_string();
   model_meta["augment"] = augment;
+  if (qat.enabled) model_meta["quantization"] = nlohmann::json::parse(qat.metadata_json());
   o.model_metadata = model_meta.dump();
 
   const std::string resume = args.get_string("resume"), init = args.get_string("init");
   if (!resume.empty() && !init.empty()) throw UsageError("--resume and --init exclude each other");
   if (!init.empty()) {
-    nn::LoadOptions lo;
-    lo.allow_missing = lo.allow_unexpected = args.get_flag("init-partial");
-    const nn::LoadReport report = nn::load_model_state(*model, nn::load_checkpoint(init), lo, init);
-    std::cerr << fmt::format("initialized {} tensors from {}", report.loaded.size(), init);
-    if (!report.missing.empty()) std::cerr << fmt::format("; {} not in the checkpoint", report.missing.size());
-    if (!report.unexpected.empty()) std::cerr << fmt::format("; {} checkpoint entries ignored", report.unexpected.size());
-    std::cerr << '\n';
+    const nn::Checkpoint init_checkpoint = nn::load_checkpoint(init);
+    // Fine-tuning feeds the weights inputs normalized as they were trained on (not the
+    // statistics of a --train-subset).
+    o.normalization = checkpoint_normalization(init_checkpoint, init);
+    if (qat.enabled) {
+      init_quantized_model(qat, *model, init_checkpoint, init, args.get_flag("init-partial"));
+    } else {
+      nn::LoadOptions lo;
+      lo.allow_missing = lo.allow_unexpected = args.get_flag("init-partial");
+      const nn::LoadReport report = nn::load_model_state(*model, init_checkpoint, lo, init);
+      std::cerr << fmt::format("initialized {} tensors from {}", report.loaded.size(), init);
+      if (!report.missing.empty()) std::cerr << fmt::format("; {} not in the checkpoint", report.missing.size());
+      if (!report.unexpected.empty()) std::cerr << fmt::format("; {} checkpoint entries ignored", report.unexpected.size());
+      std::cerr << '\n';
+    }
   }
 
   std::filesystem::create_directories(o.out_dir);
@@ -130,6 +145,28 @@ int run_train(int argc, char** argv) {
     trainer.resume(resume);
     std::cerr << fmt::format("resumed from {} at epoch {} (step {})\n", resume, trainer.epochs_done(),
                              trainer.steps_done());
+  }
+  if (resume.empty()) calibrate_if_asked(args, qat, *model, splits.train, trainer.normalization(), o.batch_size, seed);
+  if (qat.enabled) {
+    qat.config.save(o.out_dir / "bits.json");
+    std::cerr << qat.summary_line() << '\n';
+  }
+  if (args.get_flag("eval-only")) {
+    initialize_from_training_batch(qat, *model, splits.train, trainer.normalization(), o.batch_size, seed);
+    const nn::EvalResult r = trainer.evaluate(splits.test);
+    nlohmann::ordered_json j;
+    j["data"] = spec.to_string();
+    j["init"] = init;
+    j["test_images"] = r.images;
+    j["test_accuracy"] = r.accuracy;
+    j["test_loss"] = r.loss;
+    j["model"] = model_meta;
+    write_file_atomic(o.out_dir / "eval.json", j.dump(2) + "\n");
+    trainer.save_checkpoint(o.out_dir / "model.ckpt");  // e.g. a calibrated model for post-training deployment
+    std::cout << fmt::format("eval: test acc {:.2f}% on {} images, loss {:.4f}; wrote {}\n", 100.0 * r.accuracy,
+                             r.images, r.loss, (o.out_dir / "eval.json").string());
+    if (qat.enabled) std::cout << qat.summary_line() << '\n';
+    return 0;
   }
   std::cerr << fmt::format("{} ({} parameters) on {}: {} train / {} test images, {} epochs of {} batches, {} threads, {}\n",
                            ms.arch, model->parameter_count(), spec.to_string(), splits.train.size(), splits.test.size(),
@@ -141,11 +178,12 @@ int run_train(int argc, char** argv) {
                              last.epoch, 100.0 * last.train_accuracy, 100.0 * last.test_accuracy,
                              last.images_per_second, (o.out_dir / "model.ckpt").string());
   }
+  if (qat.enabled) std::cout << qat.summary_line() << '\n';
   return 0;
 }
 
 const bool registered =
-    register_command({"train", "train a float ResNet/VGG on fashion-mnist or cifar10 (checkpoints, logs, resume)",
+    register_command({"train", "train a float or quantized (QAT) ResNet/VGG on fashion-mnist or cifar10 (checkpoints, logs, resume)",
                       run_train});
 
 }  // namespace
