@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <vector>
@@ -73,6 +74,13 @@ ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& wei
                                     what, reduction, s.bits, input.bits(), int64_t{0x7ffffffe} >> shift));
   return g;
 }
+
+namespace {
+std::atomic<int> g_dense_path{static_cast<int>(DensePath::automatic)};
+}  // namespace
+
+void set_dense_path(DensePath path) { g_dense_path.store(static_cast<int>(path), std::memory_order_relaxed); }
+DensePath dense_path() { return static_cast<DensePath>(g_dense_path.load(std::memory_order_relaxed)); }
 
 namespace {
 
@@ -153,6 +161,52 @@ std::vector<uint8_t> unpack_codes(const PackedActivations& input) {
     }
   });
   return codes;
+}
+
+// spread16[b] = bits 0..3 (first word) and 4..7 (second word) of byte b as four uint16 lanes
+// each: ORing them shifted by j sets plane j of 8 uint16 codes at once.
+struct ByteSpread16 {
+  uint64_t table[256][2];
+  constexpr ByteSpread16() : table() {
+    for (int b = 0; b < 256; ++b)
+      for (int t = 0; t < 8; ++t) table[b][t / 4] |= static_cast<uint64_t>((b >> t) & 1) << (16 * (t % 4));
+  }
+};
+constexpr ByteSpread16 kByteSpread16;
+
+// The codes as uint16 with the channels padded to an even count (zero), for the integer path:
+// [n][stored row][stored col][round_up(C, 2)].
+void unpack_codes16(const PackedActivations& input, uint16_t* codes) {
+  const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
+  const int64_t c2 = round_up(c, 2), pixel_bytes = input.pixel_bits() / 8;
+  parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
+    // One row at a time: 8 uint16 lanes (two uint64) per packed byte, built in registers over
+    // the planes (the plane rows are read side by side, each sequentially).
+    const int64_t row_bytes = sw * pixel_bytes;
+    const int planes = input.bits();
+    std::vector<uint64_t> row(static_cast<std::size_t>(2 * row_bytes));
+    const uint8_t* plane_rows[8] = {};
+    for (int64_t nr = begin; nr < end; ++nr) {
+      const int64_t n = nr / sh, r = nr % sh;
+      for (int j = 0; j < planes; ++j) plane_rows[j] = input.data() + input.row_offset(n, r, j);
+      uint64_t* lanes = row.data();
+      for (int64_t b = 0; b < row_bytes; ++b) {
+        uint64_t lo = 0, hi = 0;
+        for (int j = 0; j < planes; ++j) {
+          const uint8_t byte = plane_rows[j][b];
+          lo |= kByteSpread16.table[byte][0] << j;
+          hi |= kByteSpread16.table[byte][1] << j;
+        }
+        lanes[2 * b] = lo;
+        lanes[2 * b + 1] = hi;
+      }
+      // pixel x has 8 * pixel_bytes lanes in `row`; keep its first c2 (c2 <= 8 * pixel_bytes, and
+      // a padding channel is zero in the planes)
+      uint16_t* out = codes + nr * sw * c2;
+      for (int64_t x = 0; x < sw; ++x)
+        std::memcpy(out + x * c2, row.data() + 2 * x * pixel_bytes, static_cast<std::size_t>(c2) * sizeof(uint16_t));
+    }
+  });
 }
 
 // Per-pixel addresses of a tile, walked (n, oh, ow) incrementally: one division per tile and a
@@ -239,7 +293,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int border = input.border();
   const int act_bits = input.bits();
   const int32_t z = input.quant().zero_point;
-  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise;
+  // Dense layers take the bit-serial path or, for wide bitwidths where M * K plane products cost
+  // more than multiplying the codes, the unpacked integer path (same exact accumulators).
+  bool integer = false;
+  if (!spec.depthwise) {
+    const int64_t bit_serial_cost =
+        int64_t{spec.bits} * act_bits * g.kernel_h * weights.words_per_row() * table.bit_pair_word_cost;
+    const int64_t integer_cost = g.kernel_h * g.kernel_w * weights.channel_pairs() * table.integer_pair_cost;
+    const DensePath path = dense_path();
+    integer = path == DensePath::integer || (path == DensePath::automatic && integer_cost < bit_serial_cost);
+  }
+  // The integer path multiplies the true weight values: no odd-level correction there.
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && !integer;
 
   // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
   std::vector<int32_t> lane_offsets(static_cast<std::size_t>(blocks * kLanes), 0);
@@ -256,6 +321,15 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const auto odd_factor = static_cast<uint32_t>(-((1 << spec.bits) - 1));
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
+  thread_local AlignedVector<uint16_t> codes16_buffer;
+  const int64_t c2 = round_up(g.channels, 2);
+  uint16_t* codes16 = nullptr;
+  if (integer) {
+    const int64_t size = g.batch * input.stored_height() * input.stored_width() * c2 + 8;
+    if (static_cast<int64_t>(codes16_buffer.size()) < size) codes16_buffer.resize(static_cast<std::size_t>(size));
+    codes16 = codes16_buffer.data();
+    unpack_codes16(input, codes16);
+  }
   const int64_t window_h = g.kernel_h * prefix_row, window_w = g.kernel_w;
 
   const int64_t sh = input.stored_height(), sw = input.stored_width();
@@ -312,7 +386,9 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
       walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
-                  spec.depthwise ? window_rows.data() : nullptr, window_cols.data());
+                  spec.depthwise || integer ? window_rows.data() : nullptr, window_cols.data());
+      if (integer)
+        for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c2;
       for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
         in_offsets[q] = in_offsets[pixels - 1];
         window_rows[q] = window_rows[pixels - 1];
@@ -335,6 +411,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           t.pixels = pixels;
           t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
           table.depthwise_tile(t, acc.data());
+        } else if (integer) {
+          IntegerTile t;
+          t.weights = weights.integer_pairs().data() + block * g.kernel_h * g.kernel_w * weights.channel_pairs() * kLanes * 2;
+          t.codes = codes16;
+          t.pixel_offsets = in_offsets.data();
+          t.pixels = pixels;
+          t.row_stride = sw * c2;
+          t.pixel_stride = c2;
+          t.kernel_h = static_cast<int>(g.kernel_h);
+          t.kernel_w = static_cast<int>(g.kernel_w);
+          t.pairs = static_cast<int>(weights.channel_pairs());
+          table.integer_tile(t, acc.data());
         } else {
           DenseTile t;
           t.weights = weights.words().data() + block * weights.block_words();

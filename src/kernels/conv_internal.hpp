@@ -18,4 +18,10 @@ struct ConvGeometry {
 ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
                         const Epilogue& epilogue, bool packed_output, const char* what);
 
+// Which dense path conv2d takes: the cheaper one by the ISA's cost model (default), or one
+// forced (tests use this to check both paths on every bitwidth pair). Process-wide.
+enum class DensePath { automatic, bit_serial, integer };
+void set_dense_path(DensePath path);
+DensePath dense_path();
+
 }  // namespace bitmix::kernels::detail

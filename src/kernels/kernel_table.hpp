@@ -72,6 +72,20 @@ struct DepthwiseTile {
   int pixels = 0, lanes = 0;
 };
 
+// The unpacked integer path of a dense tile (wide bitwidths, where M * K bit-plane products cost
+// more than multiplying the codes): out[q * 16 + l] = sum over (kh, kw, c) of w * code, with
+// codes as uint16 [stored pixel][round_up(C, 2)] and weights as PackedWeights::integer_pairs().
+// Pixel q's window starts at codes + pixel_offsets[q] (in elements); tap (kh, kw) adds
+// kh * row_stride + kw * pixel_stride. Exact: |w * code| < 2^16, pair sums fit int32.
+struct IntegerTile {
+  const int16_t* weights = nullptr;       // this block's pairs: [kh][kw][pair][16][2]
+  const uint16_t* codes = nullptr;
+  const int64_t* pixel_offsets = nullptr; // kTilePixels entries; unused ones repeat a valid one
+  int pixels = 0;
+  int64_t row_stride = 0, pixel_stride = 0;
+  int kernel_h = 0, kernel_w = 0, pairs = 0;
+};
+
 // Quantizes `count` floats with a stride into codes (quantize_code, exactly).
 using QuantizeFn = void (*)(const float* x, int64_t stride, int64_t count, const ActivationQuant& q,
                             uint8_t* codes);
@@ -97,6 +111,11 @@ struct KernelTable {
   void (*dense_tile)(const DenseTile& tile, int32_t* out);
   void (*epilogue_tile)(const EpilogueTile& tile);
   void (*depthwise_tile)(const DepthwiseTile& tile, int32_t* acc);
+  void (*integer_tile)(const IntegerTile& tile, int32_t* out);
+  // Relative cost of one bit-plane pair over one 32-bit window word, and of one channel pair on
+  // the integer path, both for 16 output channels: picks the cheaper path per layer.
+  int bit_pair_word_cost;
+  int integer_pair_cost;
   QuantizeFn quantize;
   PackPixelsFn pack_pixels;
   QuantizePackRowFn quantize_pack_row;

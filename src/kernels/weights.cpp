@@ -161,6 +161,19 @@ void PackedWeights::derive() {
   channel_sums_.assign(static_cast<std::size_t>(s.out_channels), 0);
   for (int64_t oc = 0; oc < s.out_channels; ++oc)
     for (int64_t k = 0; k < per_oc; ++k) channel_sums_[static_cast<std::size_t>(oc)] += all[static_cast<std::size_t>(oc * per_oc + k)];
+  integer_pairs_.clear();
+  if (!s.depthwise) {
+    const int64_t pairs = channel_pairs(), taps = s.kernel_h * s.kernel_w;
+    integer_pairs_.assign(static_cast<std::size_t>(lane_blocks_ * taps * pairs * detail::kLanes * 2), 0);
+    for (int64_t oc = 0; oc < s.out_channels; ++oc)
+      for (int64_t ic = 0; ic < s.in_channels; ++ic)
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t index =
+              (((oc / detail::kLanes * taps + t) * pairs + ic / 2) * detail::kLanes + oc % detail::kLanes) * 2 + ic % 2;
+          integer_pairs_[static_cast<std::size_t>(index)] =
+              static_cast<int16_t>(all[static_cast<std::size_t>((oc * s.in_channels + ic) * taps + t)]);
+        }
+  }
   depthwise_taps_.clear();
   if (s.depthwise) {
     const int64_t taps = s.kernel_h * s.kernel_w;

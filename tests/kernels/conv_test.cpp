@@ -20,6 +20,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "kernel_test_util.hpp"
+#include "kernels/conv_internal.hpp"
 
 namespace bitmix::kernels {
 namespace {
@@ -46,6 +47,24 @@ const ConvCase kCases[] = {
 constexpr int kCaseCount = static_cast<int>(sizeof(kCases) / sizeof(kCases[0]));
 
 enum class OutputKind { float_plain, float_relu, packed };
+
+using detail::DensePath;
+
+// Forces the bit-serial or the unpacked integer path of dense layers for the scope.
+class ScopedDensePath {
+ public:
+  explicit ScopedDensePath(DensePath path) : previous_(detail::dense_path()) { detail::set_dense_path(path); }
+  ~ScopedDensePath() { detail::set_dense_path(previous_); }
+  ScopedDensePath(const ScopedDensePath&) = delete;
+  ScopedDensePath& operator=(const ScopedDensePath&) = delete;
+
+ private:
+  DensePath previous_;
+};
+
+const char* path_label(DensePath p) {
+  return p == DensePath::automatic ? "automatic" : p == DensePath::bit_serial ? "bit-serial" : "integer";
+}
 
 struct BitRun {
   int weight_bits, act_bits;
@@ -103,6 +122,9 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
     for (int k = 1; k <= 8; ++k) {
       const int idx = (m - 1) * 8 + (k - 1);
       for (int variant = 0; variant < 3; ++variant) {
+        // each pair runs once on the path the cost model picks and once forced onto each path
+        const auto dense = static_cast<DensePath>(variant);
+        ScopedDensePath forced(dense);
         const ConvCase& cc = kCases[(idx * 5 + variant * 7) % kCaseCount];
         BitRun run;
         run.weight_bits = m;
@@ -111,7 +133,8 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
         run.output = static_cast<OutputKind>((idx + variant) % 3);
         run.out_bits = 1 + (idx + 3 * variant) % 8;
         run.out_border = (idx / 3 + variant) % 2;
-        ASSERT_TRUE(check_case(cc, run, 1000 + static_cast<uint64_t>(idx * 2 + variant))) << describe(cc, run);
+        ASSERT_TRUE(check_case(cc, run, 1000 + static_cast<uint64_t>(idx * 2 + variant)))
+            << describe(cc, run) << " dense path " << path_label(dense);
       }
     }
 }
@@ -139,13 +162,17 @@ TEST_P(ConvPaths, EveryShapeAtCornerBitPairs) {
   BITMIX_REQUIRE_PATH(GetParam());
   const std::pair<int, int> corners[] = {{1, 1}, {8, 8}, {1, 8}, {8, 1}, {2, 3}};
   int i = 0;
-  for (const ConvCase& cc : kCases)
-    for (auto [m, k] : corners)
-      for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
-        BitRun run{m, k, enc, static_cast<OutputKind>(i % 3), 1 + i % 3, i % 2};
-        ASSERT_TRUE(check_case(cc, run, 5000 + static_cast<uint64_t>(i))) << describe(cc, run);
-        ++i;
-      }
+  for (DensePath dense : {DensePath::bit_serial, DensePath::integer}) {
+    ScopedDensePath forced(dense);
+    for (const ConvCase& cc : kCases)
+      for (auto [m, k] : corners)
+        for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
+          BitRun run{m, k, enc, static_cast<OutputKind>(i % 3), 1 + i % 3, i % 2};
+          ASSERT_TRUE(check_case(cc, run, 5000 + static_cast<uint64_t>(i)))
+              << describe(cc, run) << " dense path " << path_label(dense);
+          ++i;
+        }
+  }
 }
 
 TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
@@ -156,7 +183,7 @@ TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
                             {2, 32, 12, 12, 64, 1, 2, 0, false}};
   int i = 0;
   for (const ConvCase& cc : cases)
-    for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}}) {
+    for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}, std::pair{8, 8}}) {
       BitRun run{m, k, i % 2 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement,
               static_cast<OutputKind>(i % 3), 1 + i % 4, 1};
       ASSERT_TRUE(check_case(cc, run, 9000 + static_cast<uint64_t>(i))) << describe(cc, run);
@@ -168,7 +195,9 @@ TEST_P(ConvPaths, ExtremeCodesAtTheAccumulatorLimit) {
   // 8-bit x 8-bit with 1820 channels x 3x3 = 16380 terms, just under the 16383-term limit, and
   // every code at the end of its range: the partial sums of every path come close to 2^31.
   BITMIX_REQUIRE_PATH(GetParam());
+  for (DensePath dense : {DensePath::bit_serial, DensePath::integer})
   for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
+    ScopedDensePath forced(dense);
     const int64_t c = 1820;
     const int32_t extreme = enc == WeightEncoding::twos_complement ? -128 : -255;
     const std::vector<int32_t> codes(static_cast<std::size_t>(2 * c * 9), extreme);

@@ -87,18 +87,23 @@ class PackedWeights {
   int64_t block_words() const noexcept { return block_words_; }
   // Depthwise: codes as int32 [kh * kernel_w + kw][out_channels] (derived, not serialized).
   std::span<const int32_t> depthwise_taps() const noexcept { return {depthwise_taps_.data(), depthwise_taps_.size()}; }
+  // Dense, for the unpacked integer path of wide bitwidths (derived, not serialized): codes as
+  // int16 pairs [block][kh][kw][channel pair][16 lanes][2], zero past in_channels/out_channels.
+  std::span<const int16_t> integer_pairs() const noexcept { return {integer_pairs_.data(), integer_pairs_.size()}; }
+  int64_t channel_pairs() const noexcept { return (spec_.in_channels + 1) / 2; }
 
   // The word count a spec implies.
   static int64_t word_count(const WeightSpec& spec);
 
  private:
-  void derive();  // geometry, channel sums, depthwise taps; validates padding bits
+  void derive();  // geometry, channel sums, depthwise taps, integer pairs
 
   WeightSpec spec_{};
   int64_t pixel_bits_ = 0, words_per_row_ = 0, lane_blocks_ = 0, block_words_ = 0;
   AlignedVector<uint32_t> words_;
   std::vector<int64_t> channel_sums_;
   std::vector<int32_t> depthwise_taps_;
+  AlignedVector<int16_t> integer_pairs_;
 };
 
 }  // namespace bitmix::kernels

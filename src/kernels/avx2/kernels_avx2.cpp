@@ -86,6 +86,40 @@ void dense_tile(const DenseTile& t, int32_t* out) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The unpacked integer path: PMADDWD of two 8-lane halves of int16 weight pairs with a
+// broadcast pair of uint16 codes (two channels), 6 pixels per register block.
+
+void integer_tile(const IntegerTile& t, int32_t* out) {
+  constexpr int NR = 6;
+  for (int q0 = 0; q0 < t.pixels; q0 += NR) {
+    __m256i lo[NR], hi[NR];
+#pragma GCC unroll 6
+    for (int q = 0; q < NR; ++q) lo[q] = hi[q] = _mm256_setzero_si256();
+    const int64_t* px = t.pixel_offsets + q0;
+    const int16_t* w = t.weights;
+    for (int kh = 0; kh < t.kernel_h; ++kh)
+      for (int kw = 0; kw < t.kernel_w; ++kw) {
+        const uint16_t* tap = t.codes + kh * t.row_stride + kw * t.pixel_stride;
+        for (int p = 0; p < t.pairs; ++p, w += 2 * kLanes) {
+          const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + kLanes));
+#pragma GCC unroll 6
+          for (int q = 0; q < NR; ++q) {
+            const __m256i b = _mm256_broadcastd_epi32(_mm_loadu_si32(tap + px[q] + 2 * p));
+            lo[q] = _mm256_add_epi32(lo[q], _mm256_madd_epi16(w0, b));
+            hi[q] = _mm256_add_epi32(hi[q], _mm256_madd_epi16(w1, b));
+          }
+        }
+      }
+#pragma GCC unroll 6
+    for (int q = 0; q < NR; ++q) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + (q0 + q) * kLanes), lo[q]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + (q0 + q) * kLanes + 8), hi[q]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Epilogue: two 8-lane halves per pixel.
 
 // In-place transpose of an 8x8 float matrix held as 8 rows.
@@ -343,7 +377,7 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 }  // namespace
 
 const KernelTable kAvx2Table = {
-    Isa::avx2,   dense_tile, epilogue_tile, scalar::depthwise_tile, quantize, pack_pixels, quantize_pack_row,
+    Isa::avx2,   dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 16, 4, quantize, pack_pixels, quantize_pack_row,
     scalar::pixel_code_sums<popcount64>,
 };
 

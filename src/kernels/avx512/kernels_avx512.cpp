@@ -102,6 +102,35 @@ void dense_tile(const DenseTile& t, int32_t* out) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The unpacked integer path: VPMADDWD of 16 lanes of int16 weight pairs with a broadcast pair of
+// uint16 codes (two channels), 12 pixels per register block.
+
+void integer_tile(const IntegerTile& t, int32_t* out) {
+  constexpr int NR = 12;
+  for (int q0 = 0; q0 < t.pixels; q0 += NR) {
+    __m512i acc[NR];
+#pragma GCC unroll 12
+    for (int q = 0; q < NR; ++q) acc[q] = _mm512_setzero_si512();
+    const int64_t* px = t.pixel_offsets + q0;
+    const int16_t* w = t.weights;
+    for (int kh = 0; kh < t.kernel_h; ++kh)
+      for (int kw = 0; kw < t.kernel_w; ++kw) {
+        const uint16_t* tap = t.codes + kh * t.row_stride + kw * t.pixel_stride;
+        for (int p = 0; p < t.pairs; ++p, w += 2 * kLanes) {
+          const __m512i wv = _mm512_load_si512(w);
+#pragma GCC unroll 12
+          for (int q = 0; q < NR; ++q) {
+            const __m512i b = _mm512_set1_epi32(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(tap + px[q] + 2 * p))));
+            acc[q] = _mm512_add_epi32(acc[q], _mm512_madd_epi16(wv, b));
+          }
+        }
+      }
+#pragma GCC unroll 12
+    for (int q = 0; q < NR; ++q) _mm512_store_si512(out + (q0 + q) * kLanes, acc[q]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Epilogue
 
 // In-place transpose of a 16x16 float matrix held as 16 rows.
@@ -334,7 +363,7 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 }  // namespace
 
 const KernelTable kAvx512Table = {
-    Isa::avx512, dense_tile, epilogue_tile, scalar::depthwise_tile, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
+    Isa::avx512, dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 3, 2, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
 };
 
 }  // namespace bitmix::kernels::detail

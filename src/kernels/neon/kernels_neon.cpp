@@ -197,7 +197,7 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(std::popcount(x))
 }  // namespace
 
 const KernelTable kNeonTable = {
-    Isa::neon,   dense_tile, epilogue_tile, scalar::depthwise_tile, quantize, pack_pixels, scalar::quantize_pack_row<quantize, pack_pixels>,
+    Isa::neon,   dense_tile, epilogue_tile, scalar::depthwise_tile, scalar::integer_tile, 12, 16, quantize, pack_pixels, scalar::quantize_pack_row<quantize, pack_pixels>,
     scalar::pixel_code_sums<popcount64>,
 };
 

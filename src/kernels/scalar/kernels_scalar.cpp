@@ -8,6 +8,9 @@ const KernelTable kScalarTable = {
     scalar::dense_tile,
     scalar::epilogue_tile,
     scalar::depthwise_tile,
+    scalar::integer_tile,
+    224,  // 16 x (AND, bit-twiddling popcount, add)
+    64,   // 16 x 2 multiply-adds
     scalar::quantize,
     scalar::pack_pixels,
     scalar::quantize_pack_row<scalar::quantize, scalar::pack_pixels>,

@@ -71,6 +71,24 @@ inline void depthwise_tile(const DepthwiseTile& t, int32_t* acc) {
   }
 }
 
+// The integer path, portable form (each ISA's compiler vectorizes the lane loop).
+inline void integer_tile(const IntegerTile& t, int32_t* out) {
+  for (int q = 0; q < t.pixels; ++q) {
+    int32_t sums[kLanes] = {};
+    const uint16_t* window = t.codes + t.pixel_offsets[q];
+    const int16_t* w = t.weights;
+    for (int kh = 0; kh < t.kernel_h; ++kh)
+      for (int kw = 0; kw < t.kernel_w; ++kw) {
+        const uint16_t* pixel = window + kh * t.row_stride + kw * t.pixel_stride;
+        for (int p = 0; p < t.pairs; ++p, w += 2 * kLanes) {
+          const int32_t c0 = pixel[2 * p], c1 = pixel[2 * p + 1];
+          for (int l = 0; l < kLanes; ++l) sums[l] += w[2 * l] * c0 + w[2 * l + 1] * c1;
+        }
+      }
+    std::memcpy(out + q * kLanes, sums, sizeof sums);
+  }
+}
+
 // acc_int of (pixel q, lane l) as the epilogue definition starts it.
 inline int32_t accumulator(const EpilogueTile& e, int q, int l) noexcept {
   return e.acc[q * kLanes + l] + e.lane_offset[l] + (e.pixel_offset ? e.pixel_offset[q] : 0);
