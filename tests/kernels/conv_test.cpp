@@ -6,10 +6,12 @@
 // qemu), so it is covered in two ways:
 //   * kCases is a covering set of 12 shapes in which every value of every shape factor occurs,
 //     and every pair of the binary factors (stride, pad, kernel, batch, groups) occurs;
-//   * every (M, K) pair runs on two of those shapes (rotating, so each shape meets several
-//     pairs), once per weight encoding and with a rotating output kind (float, float + ReLU,
-//     requantized to K' = 1..8 bits with border 0 or 1);
-//   * every shape runs at the corner pairs (1,1), (8,8), (1,8), (8,1), (2,3), both encodings.
+//   * every (M, K) pair runs on three of those shapes (rotating, so each shape meets several
+//     pairs), alternating the weight encoding and with a rotating output kind (float, float +
+//     ReLU, requantized to K' = 1..8 bits with border 0 or 1): once on the dense path the cost
+//     model picks, once forced onto the bit-serial path and once onto the unpacked integer path;
+//   * every shape runs at the corner pairs (1,1), (8,8), (1,8), (8,1), (2,3), both encodings,
+//     on both dense paths.
 #include <gtest/gtest.h>
 
 #include <array>
