@@ -1,6 +1,7 @@
-// The checked driver of the bit-serial convolution: validates arguments, lays out the tile
-// work (pixel offsets, zero-point and odd-level corrections) and runs the active ISA's
-// unchecked kernels over output pixel tiles on the thread pool.
+// The checked driver of the convolution: validates arguments, picks the dense path (bit-serial,
+// or unpacked integer for wide bitwidths), lays out the tile work (pixel offsets, zero-point and
+// odd-level corrections) and runs the active ISA's unchecked kernels over output pixel tiles on
+// the thread pool.
 #include "bitmix/kernels/conv.hpp"
 
 #include <fmt/format.h>
