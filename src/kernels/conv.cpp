@@ -190,6 +190,10 @@ void unpack_codes16(const PackedActivations& input, uint16_t* codes) {
     for (int64_t nr = begin; nr < end; ++nr) {
       const int64_t n = nr / sh, r = nr % sh;
       for (int j = 0; j < planes; ++j) plane_rows[j] = input.data() + input.row_offset(n, r, j);
+      uint16_t* out = codes + nr * sw * c2;
+      // With C a multiple of 8 the lanes are the output itself; otherwise pixel x's first c2 of
+      // its 8 * pixel_bytes lanes are kept (a padding channel is zero in the planes).
+      const bool direct = c2 == 8 * pixel_bytes;
       uint64_t* lanes = row.data();
       for (int64_t b = 0; b < row_bytes; ++b) {
         uint64_t lo = 0, hi = 0;
@@ -198,14 +202,21 @@ void unpack_codes16(const PackedActivations& input, uint16_t* codes) {
           lo |= kByteSpread16.table[byte][0] << j;
           hi |= kByteSpread16.table[byte][1] << j;
         }
-        lanes[2 * b] = lo;
-        lanes[2 * b + 1] = hi;
+        if (direct) {
+          std::memcpy(out + 8 * b, &lo, 8);
+          std::memcpy(out + 8 * b + 4, &hi, 8);
+        } else {
+          lanes[2 * b] = lo;
+          lanes[2 * b + 1] = hi;
+        }
       }
-      // pixel x has 8 * pixel_bytes lanes in `row`; keep its first c2 (c2 <= 8 * pixel_bytes, and
-      // a padding channel is zero in the planes)
-      uint16_t* out = codes + nr * sw * c2;
-      for (int64_t x = 0; x < sw; ++x)
-        std::memcpy(out + x * c2, row.data() + 2 * x * pixel_bytes, static_cast<std::size_t>(c2) * sizeof(uint16_t));
+      if (!direct) {
+        for (int64_t x = 0; x < sw; ++x) {
+          const uint64_t* src = row.data() + 2 * x * pixel_bytes;
+          for (int64_t k = 0; k < c2; ++k)
+            out[x * c2 + k] = static_cast<uint16_t>(src[k / 4] >> (16 * (k % 4)));
+        }
+      }
     }
   });
 }
