@@ -1,0 +1,94 @@
+#pragma once
+// Running an integer model:
+//
+//   auto model = bitmix::runtime::Model::load("model.bmx");
+//   bitmix::runtime::Session session(model);
+//   Tensor logits = session.run(images);          // [N, C, H, W] pixels in [0, 1] -> [N, classes]
+//   for (const auto& t : session.timings()) ...   // per op: last and accumulated seconds
+//
+// Inputs: run() takes pixel values in [0, 1] (an 8-bit image divided by 255) and applies the
+// normalization stored in the model; run_normalized() takes inputs already normalized as the
+// training data loader produced them, (pixel - mean) / std. Both give the same logits for the
+// same image. A single image may be given as [C, H, W].
+//
+// A Session owns the intermediate buffers and reuses them from run to run (values whose lives
+// do not overlap share storage), so steady-state runs allocate only the returned logits. The
+// work of every op runs on bitmix's thread pool (bitmix::set_num_threads, BITMIX_NUM_THREADS).
+// A Session is not thread-safe; several Sessions may share one Model.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "bitmix/core/tensor.hpp"
+#include "bitmix/kernels/activations.hpp"
+#include "bitmix/runtime/model.hpp"
+
+namespace bitmix::runtime {
+
+struct SessionOptions {
+  // Keep every intermediate value of the last run readable through real_value() and
+  // packed_value() (no buffer sharing; for tests and debugging).
+  bool keep_values = false;
+};
+
+struct OpTiming {
+  double last_seconds = 0.0;   // the last run
+  double total_seconds = 0.0;  // since construction or reset_timings()
+  int64_t calls = 0;
+};
+
+class Session {
+ public:
+  // Throws ArgumentError if the model is empty.
+  explicit Session(Model model, SessionOptions options = {});
+
+  // Pixels in [0, 1], [N, C, H, W] or [C, H, W] with the model's input shape; returns the
+  // logits [N, classes]. ShapeError naming the expected shape otherwise.
+  Tensor run(const Tensor& images);
+  void run(const Tensor& images, Tensor& logits);
+  // Inputs already normalized with the model's mean and std.
+  Tensor run_normalized(const Tensor& inputs);
+  void run_normalized(const Tensor& inputs, Tensor& logits);
+
+  const Model& model() const { return model_; }
+  // One per model op, in op order.
+  std::span<const OpTiming> timings() const { return timings_; }
+  double last_run_seconds() const { return last_run_seconds_; }
+  void reset_timings();
+
+  // With keep_values: the value `id` of the last run (real: [N, ...shape], packed). Throws
+  // ArgumentError without keep_values, for a wrong kind or before the first run.
+  const Tensor& real_value(int32_t id) const;
+  const kernels::PackedActivations& packed_value(int32_t id) const;
+
+ private:
+  void execute(const Tensor& input, bool normalized, Tensor& logits);
+  void plan_buffers();
+
+  Model model_;
+  SessionOptions options_;
+  // Buffer of each value: index into reals_ or packed_ (value 0 is the caller's input).
+  std::vector<int32_t> buffer_of_;
+  std::vector<Tensor> reals_;
+  std::vector<kernels::PackedActivations> packed_;
+  Tensor scratch_;       // normalized or clamped input of a quantize op
+  Tensor single_image_;  // a [C, H, W] input seen as [1, C, H, W]
+  // Per op: float bounds that restrict a quantize op's codes to [min_code, max_code].
+  struct ClampRange {
+    bool active = false;
+    float lo = 0.0f, hi = 0.0f;
+  };
+  std::vector<ClampRange> clamp_;
+  const Tensor* input_ = nullptr;
+  int64_t batch_ = 0;
+  std::vector<OpTiming> timings_;
+  double last_run_seconds_ = 0.0;
+  bool has_run_ = false;
+};
+
+// Index of the largest logit of each row (the first one on ties); logits [N, M].
+std::vector<int> predictions(const Tensor& logits);
+
+}  // namespace bitmix::runtime
