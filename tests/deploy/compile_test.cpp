@@ -1,0 +1,308 @@
+// The compiler against the fake-quant model it compiles.
+//
+// Exactness: with dyadic parameters (power-of-two quantizer steps, BatchNorm scales that are
+// powers of two, shifts on a 2^-6 grid) every float operation of the fake-quant forward pass is
+// exact, so its result does not depend on summation order or rounding, and the integer model
+// must reproduce its logits bit for bit -- including every requantization that lands exactly
+// on a rounding tie (which dyadic values make common). This checks BatchNorm folding, weight
+// export, requantization fusion, the residual structure (identity, option A, option B), the
+// signed first layer, pooling and the classifier without any tolerance.
+//
+// Parity with ordinary parameters: the two pipelines round differently (the fake-quant conv
+// sums floats, the integer one sums integers and scales once), so a value within float
+// rounding of a requantization threshold can land on the other side; top-1 predictions must
+// still agree on almost every input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "bitmix/core/error.hpp"
+#include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/runtime/session.hpp"
+#include "deploy/deploy_test_util.hpp"
+
+namespace bitmix::deploy {
+namespace {
+
+using quant::QuantizerKind;
+using testing::all_quantizers;
+using testing::make_qat_net;
+using testing::QatNet;
+using testing::random_inputs;
+
+float power_of_two_near(float v) { return std::ldexp(1.0f, static_cast<int>(std::lround(std::log2(std::fabs(v))))); }
+
+// Rewrites the net's parameters so that every fake-quant float operation is exact (see top).
+void make_dyadic(QatNet& net, Rng& rng) {
+  const Shape image = net.image();
+  for (nn::QuantizerTransform* q : all_quantizers(*net.model, image)) {
+    quant::Quantizer& quantizer = q->quantizer();
+    for (Parameter* p : quantizer.parameters())
+      if (p->name == "step")
+        for (float& v : p->value.values()) v = power_of_two_near(v);
+  }
+  for (nn::Module* m : net.model->modules()) {
+    auto* bn = dynamic_cast<nn::BatchNorm2d*>(m);
+    if (bn == nullptr) continue;
+    const float eps = bn->options().eps;
+    for (int64_t c = 0; c < bn->channels(); ++c) {
+      // var + eps == 4^k exactly, so sqrt is exact and gamma / sqrt a power of two.
+      const float target = std::ldexp(1.0f, 2 * static_cast<int>(std::lround(
+                                                    std::log2(bn->running_var().value[c] + eps) / 2.0f)));
+      float v = target - eps;
+      for (int i = 0; i < 64 && v + eps != target; ++i)
+        v = std::nextafter(v, v + eps < target ? INFINITY : -INFINITY);
+      ASSERT_EQ(v + eps, target);
+      bn->running_var().value[c] = v;
+      const float g = bn->weight().value[c];
+      bn->weight().value[c] = (g < 0 ? -1.0f : 1.0f) * power_of_two_near(g) * (rng.bernoulli(0.3f) ? 2.0f : 1.0f);
+      bn->bias().value[c] = std::round(bn->bias().value[c] * 64.0f) / 64.0f;
+      bn->running_mean().value[c] = std::round(bn->running_mean().value[c] * 64.0f) / 64.0f;
+    }
+  }
+  for (nn::Module* m : net.model->modules())
+    if (auto* fc = dynamic_cast<nn::Linear*>(m))
+      for (float& b : fc->bias()->value.values()) b = std::round(b * 64.0f) / 64.0f;
+}
+
+struct Agreement {
+  int64_t images = 0, same_top1 = 0;
+  double max_abs_diff = 0, mean_abs_diff = 0, mean_abs_logit = 0;
+};
+
+Agreement compare(QatNet& net, const runtime::Model& model, const Tensor& inputs) {
+  const Tensor& fake = net.model->forward(inputs);
+  runtime::Session session(model);
+  const Tensor integer = session.run_normalized(inputs);
+  EXPECT_EQ(fake.shape(), integer.shape());
+  Agreement a;
+  a.images = inputs.dim(0);
+  const std::vector<int> pf = runtime::predictions(fake), pi = runtime::predictions(integer);
+  for (std::size_t i = 0; i < pf.size(); ++i) a.same_top1 += pf[i] == pi[i];
+  for (int64_t i = 0; i < fake.numel(); ++i) {
+    const double d = std::fabs(static_cast<double>(fake[i]) - static_cast<double>(integer[i]));
+    a.max_abs_diff = std::max(a.max_abs_diff, d);
+    a.mean_abs_diff += d / static_cast<double>(fake.numel());
+    a.mean_abs_logit += std::fabs(static_cast<double>(fake[i])) / static_cast<double>(fake.numel());
+  }
+  return a;
+}
+
+void expect_exact(QatNet& net, uint64_t seed) {
+  Rng rng(seed);
+  make_dyadic(net, rng);
+  const runtime::Model model = testing::compile_net(net);
+  const Tensor inputs = random_inputs(rng, 24, net.image());
+  const Tensor fake = net.model->forward(inputs);
+  runtime::Session session(model);
+  const Tensor integer = session.run_normalized(inputs);
+  ASSERT_EQ(fake.shape(), integer.shape());
+  int64_t differing = 0;
+  for (int64_t i = 0; i < fake.numel(); ++i) differing += std::memcmp(fake.data() + i, integer.data() + i, sizeof(float)) != 0;
+  EXPECT_EQ(differing, 0) << "of " << fake.numel() << " logits; first: " << fake[0] << " vs " << integer[0];
+  // Not a degenerate network: the logits differ between images and classes.
+  double spread = 0;
+  for (int64_t i = 1; i < fake.numel(); ++i) spread += static_cast<double>(std::fabs(fake[i] - fake[0]));
+  EXPECT_GT(spread, 0.0);
+}
+
+struct BitsCase {
+  const char* name;
+  int w, a;
+};
+
+class DyadicParity : public ::testing::TestWithParam<BitsCase> {};
+
+TEST_P(DyadicParity, ResNetOptionAIsBitExact) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{GetParam().w, GetParam().a}, 11);
+  expect_exact(net, 12);
+}
+
+TEST_P(DyadicParity, ResNetOptionBIsBitExact) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{GetParam().w, GetParam().a}, 13, nn::ShortcutOption::B);
+  expect_exact(net, 14);
+}
+
+INSTANTIATE_TEST_SUITE_P(Deploy, DyadicParity,
+                         ::testing::Values(BitsCase{"W1A1", 1, 1}, BitsCase{"W2A2", 2, 2}, BitsCase{"W4A4", 4, 4},
+                                           BitsCase{"W8A8", 8, 8}, BitsCase{"W3A5", 3, 5}),
+                         [](const ::testing::TestParamInfo<BitsCase>& p) { return std::string(p.param.name); });
+
+// Mixed bits, per-tensor and per-channel weights, unpinned first and last layers.
+TEST(DyadicParityMixed, EveryLayerItsOwnBits) {
+  Rng pick(15);
+  nn::UniformBits bits{2, 2};
+  bits.policy = quant::BitPolicy::none();
+  QatNet net = make_qat_net("resnet8", bits, 16, nn::ShortcutOption::B, 8, [&](quant::BitConfig& c) {
+    for (std::size_t i = 0; i < c.layers.size(); ++i) {
+      quant::LayerBits& l = c.layers[i];
+      const int choices[] = {1, 2, 3, 4, 5, 8};
+      l.w_bits = choices[pick.below(6)];
+      l.a_bits = choices[pick.below(6)];
+      if (i == 0 && l.a_bits == 1) l.a_bits = 2;  // signed LSQ activations need 2 bits
+      l.w_granularity = pick.bernoulli(0.5f) ? quant::Granularity::per_channel : quant::Granularity::per_tensor;
+    }
+    c.policy = quant::BitPolicy::none();
+  });
+  expect_exact(net, 17);
+}
+
+TEST(DyadicParityVgg, MaxPoolingAndFlattenAreBitExact) {
+  QatNet net = make_qat_net("vgg-small", nn::UniformBits{2, 3}, 18, nn::ShortcutOption::A, 8);
+  expect_exact(net, 19);
+}
+
+// ---- Ordinary (non-dyadic) parameters and other quantizer kinds.
+
+struct SchemeCase {
+  const char* name;
+  const char* scheme;
+  int w, a;
+};
+
+class KindParity : public ::testing::TestWithParam<SchemeCase> {};
+
+TEST_P(KindParity, TopOneAgreesAndLogitsStayClose) {
+  const SchemeCase& c = GetParam();
+  const nn::QuantScheme scheme = nn::parse_quant_scheme(c.scheme);
+  nn::UniformBits bits{c.w, c.a, scheme.w_quant, scheme.a_quant};
+  QatNet net = make_qat_net("resnet8", bits, 21);
+  CompileReport report;
+  const runtime::Model model = testing::compile_net(net, &report);
+  for (const std::string& n : report.notes) std::cout << "  note: " << n << '\n';
+  Rng rng(22);
+  const Agreement a = compare(net, model, random_inputs(rng, 200, net.image()));
+  std::cout << "  " << c.name << ": top-1 agreement " << a.same_top1 << "/" << a.images << ", max |diff| "
+            << a.max_abs_diff << ", mean |diff| " << a.mean_abs_diff << ", mean |logit| " << a.mean_abs_logit << '\n';
+  EXPECT_GE(a.same_top1, a.images * 97 / 100);
+  EXPECT_LT(a.mean_abs_diff, 0.05 * a.mean_abs_logit);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Deploy, KindParity,
+    ::testing::Values(SchemeCase{"lsq_w1a1", "lsq", 1, 1}, SchemeCase{"lsq_w2a2", "lsq", 2, 2},
+                      SchemeCase{"lsq_w4a4", "lsq", 4, 4}, SchemeCase{"lsq_w8a8", "lsq", 8, 8},
+                      SchemeCase{"pact_dorefa_w2a2", "pact", 2, 2}, SchemeCase{"sawb_pact_w2a2", "sawb", 2, 2},
+                      SchemeCase{"dorefa_w3a3", "dorefa", 3, 3}, SchemeCase{"symmetric_w4a4", "symmetric", 4, 4},
+                      SchemeCase{"binary_a2", "binary", 1, 2}, SchemeCase{"ternary_a2", "ternary", 2, 2},
+                      SchemeCase{"pot_w4a4", "pot", 4, 4}),
+    [](const ::testing::TestParamInfo<SchemeCase>& p) { return std::string(p.param.name); });
+
+// ---- What cannot be deployed.
+
+void expect_refused(QatNet& net, const std::string& fragment) {
+  try {
+    testing::compile_net(net);
+    ADD_FAILURE() << "compiled a model that should fail with: " << fragment;
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(CompileRefuses, FloatLayersNamingThem) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{2, 2}, 31, nn::ShortcutOption::A, 8, [](quant::BitConfig& c) {
+    c.layers[2].w_quant = QuantizerKind::float_bypass;
+    c.layers[2].w_bits = quant::kFloatBits;
+  });
+  expect_refused(net, "layer '" + net.config.layers[2].name + "': no weight quantizer");
+}
+
+TEST(CompileRefuses, WeightsWithAZeroPoint) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{2, 2, QuantizerKind::uniform, QuantizerKind::lsq}, 32);
+  expect_refused(net, "zero point");
+}
+
+TEST(CompileRefuses, CodesWiderThanEightBits) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{2, 2}, 33, nn::ShortcutOption::A, 8, [](quant::BitConfig& c) {
+    c.layers[1].w_quant = QuantizerKind::pot;
+    c.layers[1].w_bits = 5;  // power-of-two levels: 16-bit codes
+  });
+  expect_refused(net, "16-bit codes");
+}
+
+TEST(CompileRefuses, UninitializedQuantizers) {
+  nn::ModelSpec spec;
+  spec.arch = "resnet8";
+  spec.width = 4;
+  spec.image_height = spec.image_width = 8;
+  spec.num_classes = 3;
+  auto model = nn::make_model(spec);
+  const Shape image{3, 8, 8};
+  nn::apply_bit_config(*model, image, nn::uniform_bit_config(*model, image, "resnet8", nn::UniformBits{2, 2}));
+  try {
+    compile(*model, image, CompileOptions{});
+    FAIL();
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("not initialized"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layer 'conv1'"), std::string::npos) << e.what();
+  }
+}
+
+// ---- Checkpoints.
+
+TEST(LoadQatModel, CheckpointAndBitsFileRebuildTheSameModel) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{2, 2}, 41);
+  const auto dir = std::filesystem::temp_directory_path() / "bitmix_deploy_ckpt_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  nn::Checkpoint ck;
+  nn::add_model_state(ck, *net.model);
+  ck.metadata = std::string(R"({"model": )") + nn::model_spec_to_json(net.spec) +
+                R"(, "normalization": {"mean": [0.5, 0.25, 0.125], "std": [0.5, 0.5, 0.25]}})";
+  // The trainer records the data set inside the model object; add it.
+  ck.metadata.insert(ck.metadata.find("\"arch\""), R"("data": "fashion-mnist", )");
+  nn::save_checkpoint(dir / "qat.ckpt", ck);
+  net.config.save(dir / "bits.json");
+
+  EXPECT_THROW(load_qat_model(dir / "qat.ckpt"), ArgumentError);  // no BitConfig recorded: --bits needed
+  QatModel qat = load_qat_model(dir / "qat.ckpt", dir / "bits.json");
+  EXPECT_EQ(qat.mean, (std::vector<float>{0.5f, 0.25f, 0.125f}));
+  const CompileOptions o = qat.compile_options();
+  EXPECT_EQ(o.name, "resnet8-w2a2");
+  EXPECT_TRUE(o.class_names.empty());  // fashion-mnist has 10 classes, this model 5
+  const runtime::Model a = compile(*qat.model, qat.image_shape(), o);
+  const runtime::Model b = testing::compile_net(net);
+  Rng rng(42);
+  Tensor inputs = random_inputs(rng, 8, net.image());
+  runtime::Session sa(a), sb(b);
+  const Tensor la = sa.run_normalized(inputs), lb = sb.run_normalized(inputs);
+  EXPECT_TRUE(testing::same_bits(la.data(), lb.data(), la.numel()));
+  // run() applies the stored normalization to pixels.
+  Tensor pixels = inputs;
+  for (int64_t i = 0; i < pixels.numel(); ++i) {
+    const auto c = static_cast<std::size_t>((i / 144) % 3);
+    pixels[i] = std::fabs(pixels[i]) / 4.0f;
+    inputs[i] = (pixels[i] - o.mean[c]) / o.stddev[c];
+  }
+  const Tensor lp = sa.run(pixels), ln = sa.run_normalized(inputs);
+  EXPECT_TRUE(testing::same_bits(lp.data(), ln.data(), lp.numel()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CompiledModel, SurvivesTheFileAndReportsItsOrigin) {
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{3, 3}, 51);
+  CompileOptions o;
+  o.architecture = "resnet8";
+  o.class_names = {"a", "b", "c", "d", "e"};
+  o.extra["bit_config"] = net.config.to_json();
+  const runtime::Model model = compile(*net.model, net.image(), o);
+  EXPECT_EQ(model.info().name, "resnet8");
+  const runtime::Model back = runtime::Model::parse(model.serialize(), "mem");
+  EXPECT_EQ(std::get<std::string>(back.info().extra.at("bit_config")), net.config.to_json());
+  // Per-layer notes keep the quantizer kinds and bits.
+  int convs = 0;
+  for (const runtime::Op& op : back.ops())
+    if (op.kind == runtime::OpKind::conv2d) {
+      ++convs;
+      EXPECT_EQ(op.notes.weight_quantizer, "lsq") << op.name;
+      EXPECT_GT(op.notes.weight_bits, 0) << op.name;
+      EXPECT_FALSE(op.notes.weight_scales.empty()) << op.name;
+    }
+  EXPECT_EQ(convs, 7);  // stem + 3 blocks x 2 (option A: no projections)
+  const runtime::ModelStats s = back.stats();
+  EXPECT_LT(s.packed_weight_bytes * 4, s.float_parameter_bytes);
+}
+
+}  // namespace
+}  // namespace bitmix::deploy
