@@ -400,6 +400,14 @@ void Trainer::resume(const std::filesystem::path& path) {
                                       "and batch size {} would not continue the same run",
                                       source, o.at("seed").get<uint64_t>(), o.at("batch_size").get<int64_t>(),
                                       options_.seed, options_.batch_size));
+    if (meta.contains("dataset")) {
+      const json& d = meta.at("dataset");
+      if (d.at("name").get<std::string>() != train_set_.name || d.at("train_images").get<int64_t>() != train_set_.size())
+        throw ArgumentError(fmt::format("checkpoint {} was trained on {} ({} images); resuming on {} ({} images) would "
+                                        "not continue the same run",
+                                        source, d.at("name").get<std::string>(), d.at("train_images").get<int64_t>(),
+                                        train_set_.name, train_set_.size()));
+    }
     const int epoch = meta.at("epoch").get<int>();
     if (epoch < 0 || epoch > options_.epochs)
       throw ArgumentError(fmt::format("checkpoint {} is at epoch {}, beyond the {} epochs of this run", source, epoch,

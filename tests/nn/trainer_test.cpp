@@ -137,6 +137,11 @@ TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
   auto model_d = small_model(7);
   Trainer d(*model_d, train, &test, other);
   EXPECT_THROW(d.resume(dir_b / "model.ckpt"), ArgumentError);
+  // So would another dataset.
+  const data::Dataset smaller = synthetic(150, 3);
+  auto model_e = small_model(7);
+  Trainer e(*model_e, smaller, &test, small_options(dir_b));
+  EXPECT_THROW(e.resume(dir_b / "model.ckpt"), ArgumentError);
   std::filesystem::remove_all(dir_a);
   std::filesystem::remove_all(dir_b);
 }
