@@ -11,17 +11,6 @@ namespace bitmix::data {
 namespace {
 using namespace bitmix::data::testing;
 
-template <typename E, typename Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const std::string& f : fragments) EXPECT_NE(message.find(f), std::string::npos) << message;
-  }
-}
-
 TEST(Cifar10Reader, LoadsAllBatchesInOrder) {
   ScratchDir dir;
   write_cifar_dir(dir.path(), 3);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -59,6 +60,18 @@ inline std::vector<uint8_t> pattern(std::size_t count, uint32_t salt) {
   std::vector<uint8_t> v(count);
   for (std::size_t i = 0; i < count; ++i) v[i] = static_cast<uint8_t>((i * 31 + salt * 17 + (i >> 3)) & 0xff);
   return v;
+}
+
+// Expects `fn` to throw E with a message containing every fragment.
+template <typename E, typename Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no exception";
+  } catch (const E& e) {
+    const std::string message = e.what();
+    for (const std::string& f : fragments) EXPECT_NE(message.find(f), std::string::npos) << message;
+  }
 }
 
 // Writes a MNIST-style directory with `train` and `test` images of size rows x cols.

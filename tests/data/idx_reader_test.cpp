@@ -11,18 +11,6 @@ namespace bitmix::data {
 namespace {
 using namespace bitmix::data::testing;
 
-// Expects `fn` to throw E with a message containing every fragment.
-template <typename E, typename Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const std::string& f : fragments) EXPECT_NE(message.find(f), std::string::npos) << message;
-  }
-}
-
 TEST(IdxReader, ReadsPlainAndGzipIdentically) {
   ScratchDir dir;
   const std::vector<uint8_t> payload = pattern(2 * 3 * 4, 5);
