@@ -1,6 +1,6 @@
 // One training step (forward, cross-entropy, backward, SGD update) of ResNet-20 on CIFAR-shaped
-// batches: float, plain QAT (LSQ W4A4) and the EBS supernet (4 weight x 4 activation
-// candidates). The goal is EBS step time <= 1.5x a plain QAT step; compare the
+// batches: float, plain QAT (LSQ W4A4), the EBS supernet and the DNAS baseline (4 weight x 4
+// activation candidates each). The goal is EBS step time <= 1.5x a plain QAT step; compare the
 // items_per_second of the rows (scripts/bench-search.sh prints the ratios).
 #include <benchmark/benchmark.h>
 
@@ -18,7 +18,7 @@ namespace {
 
 using namespace bitmix;
 
-enum Variant { kFloat = 0, kQat = 1, kEbs = 2 };
+enum Variant { kFloat = 0, kQat = 1, kEbs = 2, kDnas = 3 };
 
 struct Step {
   std::unique_ptr<nn::Module> model;
@@ -33,9 +33,10 @@ struct Step {
     const Shape image{3, 32, 32};
     if (variant == kQat) {
       nn::apply_bit_config(*model, image, nn::uniform_bit_config(*model, image, "resnet20", nn::UniformBits(4, 4)));
-    } else if (variant == kEbs) {
+    } else if (variant == kEbs || variant == kDnas) {
       search::SearchOptions options;  // candidates {2,3,4,5} x {2,3,4,5}, first/last at 8 bits
-      search::attach_mixtures(*model, image, options);
+      options.method = variant == kEbs ? search::SearchMethod::ebs : search::SearchMethod::dnas;
+      search::attach_search(*model, image, options);
     }
     sgd = std::make_unique<nn::Sgd>(model->named_parameters(), nn::SgdOptions{0.9f, false, 0.0f, 5e-4f, false});
     Rng rng(1);
@@ -62,12 +63,13 @@ void BM_TrainStep(benchmark::State& state) {
   Step step(variant, batch);
   for (auto _ : state) step.run();
   state.SetItemsProcessed(state.iterations() * batch);
-  state.SetLabel(variant == kFloat ? "float" : variant == kQat ? "qat-lsq-w4a4" : "ebs-4x4");
+  const char* labels[] = {"float", "qat-lsq-w4a4", "ebs-4x4", "dnas-4x4"};
+  state.SetLabel(labels[variant]);
 }
 
 BENCHMARK(BM_TrainStep)
     ->ArgNames({"variant", "batch", "threads"})
-    ->ArgsProduct({{kFloat, kQat, kEbs}, {128}, {1, 2}})
+    ->ArgsProduct({{kFloat, kQat, kEbs, kDnas}, {128}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(2.0);

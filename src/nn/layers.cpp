@@ -40,8 +40,14 @@ void Conv2d::reset_parameters(Rng& rng) {
   if (bias_ != nullptr) bias_->value.zero();
 }
 
+void Conv2d::set_compute_override(std::unique_ptr<ConvOverride> override_computation) {
+  compute_override_ = std::move(override_computation);
+  if (compute_override_) compute_override_->set_training(training());
+}
+
 const Tensor& Conv2d::forward(const Tensor& input) {
   input_ = &input;
+  if (compute_override_) return compute_override_->forward(*this, input);
   conv_input_ = input_transform_ ? &input_transform_->forward(input) : &input;
   effective_weight_ = weight_transform_ ? &weight_transform_->forward(weight_->value) : nullptr;
   conv2d_forward(*conv_input_, effective_weight(), bias_ != nullptr ? &bias_->value : nullptr, options_, output_,
@@ -51,6 +57,7 @@ const Tensor& Conv2d::forward(const Tensor& input) {
 
 const Tensor& Conv2d::backward(const Tensor& grad_output) {
   require_forward(input_, *this);
+  if (compute_override_) return compute_override_->backward(*this, *input_, grad_output, input_grad_needed());
   // An input transform may hold parameters, so its input gradient is needed even when ours is not.
   const bool need_dx = input_grad_needed() || input_transform_ != nullptr;
   Tensor* grad_w = weight_transform_ ? &grad_weight_scratch_ : &weight_->grad;
@@ -89,12 +96,17 @@ Shape Conv2d::output_shape(const Shape& input_shape, std::vector<LayerInfo>* lay
 void Conv2d::on_training_changed(bool training) {
   if (weight_transform_) weight_transform_->set_training(training);
   if (input_transform_) input_transform_->set_training(training);
+  if (compute_override_) compute_override_->set_training(training);
 }
 
 void Conv2d::collect_extra(std::vector<std::pair<std::string, Parameter*>>& parameters,
                            std::vector<std::pair<std::string, Buffer*>>& buffers) {
   add_transform_entries("weight_transform", weight_transform_.get(), parameters, buffers);
   add_transform_entries("input_transform", input_transform_.get(), parameters, buffers);
+  if (compute_override_) {
+    for (Parameter* p : compute_override_->parameters()) parameters.emplace_back("override." + p->name, p);
+    for (Buffer* b : compute_override_->buffers()) buffers.emplace_back("override." + b->name, b);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

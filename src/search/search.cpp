@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <map>
 #include <iostream>
 
 #include "bitmix/core/error.hpp"
@@ -12,6 +13,7 @@
 #include "bitmix/core/resources.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/search/dnas.hpp"
 #include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/optimizer.hpp"
 
@@ -45,6 +47,20 @@ bool is_pinned(std::size_t index, std::size_t count, const quant::BitPolicy& pol
   return false;
 }
 
+nn::TransformSlots& slots_of(const nn::LayerInfo& info) {
+  if (info.conv != nullptr) return *info.conv;
+  if (info.linear != nullptr) return *info.linear;
+  throw Error(fmt::format("layer {} is neither a convolution nor a linear layer", info.name));
+}
+
+// Strength logits: EBS mixtures' "strength", DNAS layers' "strength_w" / "strength_a".
+bool is_strength(const std::string& name) {
+  const auto ends_with = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".strength") || ends_with(".strength_w") || ends_with(".strength_a");
+}
+
 // The candidate index of `bits` in a mixture.
 std::size_t index_of(const QuantizerMixture& mixture, int bits) {
   for (std::size_t i = 0; i < mixture.bits().size(); ++i)
@@ -72,8 +88,8 @@ std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candid
       double ew = 0, ea = 0, cost = 0;
       if (layers[l].pinned) {
         for (std::size_t i = 0; i < candidates.w_bits.size() + candidates.a_bits.size(); ++i) csv += ",";
-        ew = layers[l].weights->bits()[0];
-        ea = layers[l].inputs->bits()[0];
+        ew = layers[l].w_bits()[0];
+        ea = layers[l].a_bits()[0];
         cost = cost_model.layer_cost(l, static_cast<int>(ew), static_cast<int>(ea));
       } else {
         for (double p : pq.w) csv += fmt::format(",{:.6f}", p);
@@ -150,41 +166,58 @@ std::string bits_svg(const quant::BitConfig& config, const std::string& title) {
   return render_svg(chart);
 }
 
-// "<layer>.weight_transform.b4.step" -> "<layer>.weight_transform.step" for the chosen candidate.
+// A candidate's local name without its candidate prefix: "b4.step" (EBS), "w4.step" / "a3.step"
+// (DNAS) -> "step".
 std::string strip_candidate(const std::string& local_name) {
   const auto dot = local_name.find('.');
   return dot == std::string::npos ? local_name : local_name.substr(dot + 1);
 }
 
-// The fine-tuning checkpoint: the meta weights, BatchNorm state, and the chosen candidates'
-// quantizer state under the names a QAT model uses.
+// The fine-tuning checkpoint: the meta weights (for DNAS layers, the chosen weight copy),
+// BatchNorm state, and the chosen candidates' quantizer state under the names a QAT model uses.
 nn::Checkpoint finetune_checkpoint(nn::Module& model, const std::vector<SearchedLayer>& layers,
                                    const quant::BitConfig& config, const std::string& metadata) {
   nn::Checkpoint ck;
   ck.metadata = metadata;
-  auto is_transform = [](const std::string& name) {
-    return name.find(".weight_transform.") != std::string::npos || name.find(".input_transform.") != std::string::npos;
+  auto searched = [](const std::string& name) {
+    return name.find(".weight_transform.") != std::string::npos || name.find(".input_transform.") != std::string::npos ||
+           name.find(".override.") != std::string::npos;
   };
-  for (const NamedParameter& p : model.named_parameters())
-    if (!is_transform(p.name)) ck.add(nn::CheckpointTensorKind::parameter, p.name, p.parameter->value);
+  std::map<std::string, const Tensor*> chosen_weights;
+  for (const SearchedLayer& layer : layers)
+    if (layer.dnas != nullptr) {
+      const int bits = config.at(layer.info.name).w_bits;
+      std::size_t i = 0;
+      while (layer.dnas->w_bits()[i] != bits) ++i;
+      chosen_weights[layer.info.name + ".weight"] = &layer.dnas->weight_copy(i).value;
+    }
+  for (const NamedParameter& p : model.named_parameters()) {
+    if (searched(p.name)) continue;
+    const auto it = chosen_weights.find(p.name);
+    ck.add(nn::CheckpointTensorKind::parameter, p.name, it != chosen_weights.end() ? *it->second : p.parameter->value);
+  }
   for (const NamedBuffer& b : model.named_buffers())
-    if (!is_transform(b.name)) ck.add(nn::CheckpointTensorKind::buffer, b.name, b.buffer->value);
+    if (!searched(b.name)) ck.add(nn::CheckpointTensorKind::buffer, b.name, b.buffer->value);
   for (const SearchedLayer& layer : layers) {
     const quant::LayerBits& bits = config.at(layer.info.name);
-    struct Slot {
-      QuantizerMixture* mixture;
-      int bits;
-      const char* prefix;
-    };
-    for (const Slot& slot : {Slot{layer.weights, bits.w_bits, "weight_transform"},
-                             Slot{layer.inputs, bits.a_bits, "input_transform"}}) {
-      quant::Quantizer& q = slot.mixture->quantizer(index_of(*slot.mixture, slot.bits));
-      for (Parameter* p : q.parameters())
+    quant::Quantizer* weight_quantizer = nullptr;
+    quant::Quantizer* input_quantizer = nullptr;
+    if (layer.dnas != nullptr) {
+      std::size_t i = 0, j = 0;
+      while (layer.dnas->w_bits()[i] != bits.w_bits) ++i;
+      while (layer.dnas->a_bits()[j] != bits.a_bits) ++j;
+      weight_quantizer = &layer.dnas->weight_quantizer(i);
+      input_quantizer = &layer.dnas->input_quantizer(j);
+    } else {
+      weight_quantizer = &layer.weights->quantizer(index_of(*layer.weights, bits.w_bits));
+      input_quantizer = &layer.inputs->quantizer(index_of(*layer.inputs, bits.a_bits));
+    }
+    for (const auto& [q, prefix] : {std::pair{weight_quantizer, "weight_transform"}, std::pair{input_quantizer, "input_transform"}}) {
+      for (Parameter* p : q->parameters())
         ck.add(nn::CheckpointTensorKind::parameter,
-               fmt::format("{}.{}.{}", layer.info.name, slot.prefix, strip_candidate(p->name)), p->value);
-      for (Buffer* b : q.buffers())
-        ck.add(nn::CheckpointTensorKind::buffer, fmt::format("{}.{}.{}", layer.info.name, slot.prefix,
-                                                             strip_candidate(b->name)),
+               fmt::format("{}.{}.{}", layer.info.name, prefix, strip_candidate(p->name)), p->value);
+      for (Buffer* b : q->buffers())
+        ck.add(nn::CheckpointTensorKind::buffer, fmt::format("{}.{}.{}", layer.info.name, prefix, strip_candidate(b->name)),
                b->value);
     }
   }
@@ -202,10 +235,40 @@ std::string human_cost(CostKind kind, double value) {
 
 }  // namespace
 
-std::vector<SearchedLayer> attach_mixtures(nn::Module& model, const Shape& image_shape, const SearchOptions& options) {
+const std::vector<int>& SearchedLayer::w_bits() const { return dnas != nullptr ? dnas->w_bits() : weights->bits(); }
+const std::vector<int>& SearchedLayer::a_bits() const { return dnas != nullptr ? dnas->a_bits() : inputs->bits(); }
+
+LayerProbabilities SearchedLayer::probabilities() const {
+  if (pinned) return {};
+  if (dnas != nullptr) return {dnas->w_probabilities(), dnas->a_probabilities()};
+  return {weights->probabilities(), inputs->probabilities()};
+}
+
+void SearchedLayer::add_probability_gradient(std::span<const double> grad_w, std::span<const double> grad_a) {
+  if (dnas != nullptr) {
+    dnas->add_probability_gradient(grad_w, grad_a);
+  } else {
+    weights->add_probability_gradient(grad_w);
+    inputs->add_probability_gradient(grad_a);
+  }
+}
+
+std::vector<SearchedLayer> attach_search(nn::Module& model, const Shape& image_shape, const SearchOptions& options) {
   validate_candidates(options.candidates);
   const std::vector<nn::LayerInfo> infos = model.quantizable_layers(image_shape);
   if (infos.empty()) throw ArgumentError("the model has no quantizable layers to search");
+  // Check everything before changing the model.
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    int pin = 8;
+    const bool pinned = is_pinned(i, infos.size(), options.policy, &pin);
+    if (options.method == SearchMethod::dnas && !pinned && infos[i].conv == nullptr)
+      throw ArgumentError(fmt::format("layer {}: the DNAS baseline searches convolutions only; pin this layer",
+                                      infos[i].name));
+    const nn::TransformSlots& slots = slots_of(infos[i]);
+    if (slots.weight_transform() != nullptr || slots.input_transform() != nullptr ||
+        (infos[i].conv != nullptr && infos[i].conv->compute_override() != nullptr))
+      throw ArgumentError(fmt::format("layer {} already has quantizers or a search attached", infos[i].name));
+  }
   std::vector<SearchedLayer> layers;
   for (std::size_t i = 0; i < infos.size(); ++i) {
     int pin = 8;
@@ -215,21 +278,20 @@ std::vector<SearchedLayer> attach_mixtures(nn::Module& model, const Shape& image
     const quant::QuantizerSpec w_spec =
         quant::weight_spec(options.w_quant, w_bits[0], quant::Granularity::per_channel, out_channels_of(infos[i]));
     const quant::QuantizerSpec a_spec = quant::activation_spec(options.a_quant, a_bits[0], /*signed=*/i == 0);
-    auto weights = std::make_unique<QuantizerMixture>(w_spec, w_bits);
-    auto inputs = std::make_unique<QuantizerMixture>(a_spec, a_bits);
-    SearchedLayer layer{infos[i], pinned, weights.get(), inputs.get()};
-    nn::TransformSlots* slots = nullptr;
-    if (infos[i].conv != nullptr) {
-      slots = infos[i].conv;
-    } else if (infos[i].linear != nullptr) {
-      slots = infos[i].linear;
+    SearchedLayer layer{infos[i], pinned, nullptr, nullptr, nullptr};
+    if (options.method == SearchMethod::dnas && !pinned) {
+      auto dnas = std::make_unique<DnasConvolution>(*infos[i].conv, w_spec, w_bits, a_spec, a_bits);
+      layer.dnas = dnas.get();
+      infos[i].conv->set_compute_override(std::move(dnas));
     } else {
-      throw Error(fmt::format("layer {} is neither a convolution nor a linear layer", infos[i].name));
+      auto weights = std::make_unique<QuantizerMixture>(w_spec, w_bits);
+      auto inputs = std::make_unique<QuantizerMixture>(a_spec, a_bits);
+      layer.weights = weights.get();
+      layer.inputs = inputs.get();
+      nn::TransformSlots& slots = slots_of(infos[i]);
+      slots.set_weight_transform(std::move(weights));
+      slots.set_input_transform(std::move(inputs));
     }
-    if (slots->weight_transform() != nullptr || slots->input_transform() != nullptr)
-      throw ArgumentError(fmt::format("layer {} already has a transform attached", infos[i].name));
-    slots->set_weight_transform(std::move(weights));
-    slots->set_input_transform(std::move(inputs));
     layers.push_back(std::move(layer));
   }
   model.train(model.training());  // forward the mode to the new transforms
@@ -241,8 +303,8 @@ std::vector<LayerInfo> cost_layers(const std::vector<SearchedLayer>& layers) {
   for (const SearchedLayer& l : layers) {
     LayerInfo info{l.info.name, l.info.macs_per_image, l.info.weight_count, l.pinned, 8, 8};
     if (l.pinned) {
-      info.pinned_w_bits = l.weights->bits()[0];
-      info.pinned_a_bits = l.inputs->bits()[0];
+      info.pinned_w_bits = l.w_bits()[0];
+      info.pinned_a_bits = l.a_bits()[0];
     }
     result.push_back(info);
   }
@@ -250,16 +312,15 @@ std::vector<LayerInfo> cost_layers(const std::vector<SearchedLayer>& layers) {
 }
 
 std::vector<LayerProbabilities> layer_probabilities(const std::vector<SearchedLayer>& layers) {
-  std::vector<LayerProbabilities> result(layers.size());
-  for (std::size_t l = 0; l < layers.size(); ++l)
-    if (!layers[l].pinned) result[l] = {layers[l].weights->probabilities(), layers[l].inputs->probabilities()};
+  std::vector<LayerProbabilities> result;
+  for (const SearchedLayer& l : layers) result.push_back(l.probabilities());
   return result;
 }
 
 SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& options,
                         const std::string& model_metadata) {
-  if (options.method != SearchMethod::ebs)
-    throw ArgumentError("--method dnas: the DNAS baseline is not part of this build yet");
+  if (options.method == SearchMethod::dnas && options.gumbel)
+    throw ArgumentError("--gumbel applies to --method ebs only (the DNAS baseline uses a plain softmax)");
   if (options.out_dir.empty()) throw ArgumentError("the search needs an output directory (--out)");
   if (!(options.penalty_weight >= 0)) throw ArgumentError("--penalty must be >= 0");
   if (!(options.strength_lr > 0)) throw ArgumentError("--strength-lr must be > 0");
@@ -267,7 +328,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
     throw ArgumentError(fmt::format("--holdout {}: expected a fraction in (0, 1)", options.holdout_fraction));
   Stopwatch watch;
   const Shape image_shape{data.train.channels, data.train.height, data.train.width};
-  std::vector<SearchedLayer> layers = attach_mixtures(model, image_shape, options);
+  std::vector<SearchedLayer> layers = attach_search(model, image_shape, options);
 
   // Cost model and budget, checked before any training.
   LatencyTable latency;
@@ -324,7 +385,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   // Strengths: their own Adam group at a constant rate.
   std::vector<NamedParameter> strengths;
   for (const NamedParameter& p : model.named_parameters())
-    if (p.name.size() > 9 && p.name.compare(p.name.size() - 9, 9, ".strength") == 0) strengths.push_back(p);
+    if (is_strength(p.name)) strengths.push_back(p);
   nn::LrScheduleOptions strength_schedule;
   strength_schedule.kind = nn::ScheduleKind::constant;
   strength_schedule.base_lr = options.strength_lr;
@@ -340,14 +401,14 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
     const double t = std::min(1.0, static_cast<double>(step) / total);
     const double tau = options.temperature_start * std::pow(options.temperature_end / options.temperature_start, t);
     for (SearchedLayer& l : layers) {
-      if (l.pinned) continue;
+      if (l.pinned || l.weights == nullptr) continue;
       l.weights->set_temperature(tau);
       l.inputs->set_temperature(tau);
     }
   };
   if (options.gumbel) {
     for (SearchedLayer& l : layers) {
-      if (l.pinned) continue;
+      if (l.pinned || l.weights == nullptr) continue;
       l.weights->set_gumbel(&gumbel_rng);
       l.inputs->set_gumbel(&gumbel_rng);
     }
@@ -392,8 +453,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
       model.backward(grad_logits);
       std::size_t k = 0;
       for (const NamedParameter& p : model.named_parameters()) {
-        const bool is_strength = p.name.size() > 9 && p.name.compare(p.name.size() - 9, 9, ".strength") == 0;
-        if (!is_strength) p.parameter->grad = std::move(saved_grads[k].second);
+        if (!is_strength(p.name)) p.parameter->grad = std::move(saved_grads[k].second);
         ++k;
       }
     }
@@ -405,8 +465,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
       std::vector<double> gw = expected.gradient[l].w, ga = expected.gradient[l].a;
       for (double& g : gw) g *= penalty.d_cost;
       for (double& g : ga) g *= penalty.d_cost;
-      layers[l].weights->add_probability_gradient(gw);
-      layers[l].inputs->add_probability_gradient(ga);
+      layers[l].add_probability_gradient(gw, ga);
     }
     return penalty.value;
   });

@@ -25,6 +25,27 @@ class TransformSlots {
   std::unique_ptr<TensorTransform> input_transform_;
 };
 
+class Conv2d;
+
+// Replaces a convolution's own computation, for supernets whose layer is not a single
+// convolution: the DNAS baseline of the bitwidth search runs one convolution per candidate
+// (weight bits, activation bits) pair, each with its own weight copy. The override owns the
+// weights it uses (the layer's own weight is left untouched); its parameters and buffers are
+// named "<layer>.override.<name>".
+class ConvOverride {
+ public:
+  virtual ~ConvOverride() = default;
+  virtual std::string kind() const = 0;
+  virtual const Tensor& forward(Conv2d& conv, const Tensor& input) = 0;
+  // Accumulates the gradients of the override's parameters (and of the layer's bias, if it has
+  // one); returns dL/dinput, which is only read when `need_input_grad`.
+  virtual const Tensor& backward(Conv2d& conv, const Tensor& input, const Tensor& grad_output,
+                                 bool need_input_grad) = 0;
+  virtual std::vector<Parameter*> parameters() { return {}; }
+  virtual std::vector<Buffer*> buffers() { return {}; }
+  virtual void set_training(bool /*training*/) {}
+};
+
 // 2-D convolution. Parameters "weight" [Cout, Cin/groups, KH, KW] (He-normal initialized,
 // std = sqrt(2 / fan_in)) and, with options.bias, "bias" [Cout] (zero). Transform parameters
 // are named "weight_transform.<name>" and "input_transform.<name>".
@@ -41,6 +62,10 @@ class Conv2d : public Module, public TransformSlots {
   // The weight of the last forward after the weight transform (the weight itself without one).
   const Tensor& effective_weight() const { return effective_weight_ != nullptr ? *effective_weight_ : weight_->value; }
 
+  // With an override attached, forward/backward are the override's (see ConvOverride).
+  void set_compute_override(std::unique_ptr<ConvOverride> override_computation);
+  ConvOverride* compute_override() const { return compute_override_.get(); }
+
   const Tensor& forward(const Tensor& input) override;
   const Tensor& backward(const Tensor& grad_output) override;
   Shape output_shape(const Shape& input_shape, std::vector<LayerInfo>* layers = nullptr) const override;
@@ -51,6 +76,7 @@ class Conv2d : public Module, public TransformSlots {
                      std::vector<std::pair<std::string, Buffer*>>& buffers) override;
 
  private:
+  std::unique_ptr<ConvOverride> compute_override_;
   Conv2dOptions options_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;

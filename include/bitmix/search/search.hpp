@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,18 +57,29 @@ struct SearchOptions {
   std::filesystem::path out_dir;
 };
 
-// One quantizable layer of the searched model.
+class DnasConvolution;
+
+// One quantizable layer of the searched model: EBS mixtures on its weight and input (also used,
+// with one candidate, for pinned layers), or a DNAS override (searched layers of --method dnas).
+// The objects are owned by the layer.
 struct SearchedLayer {
   nn::LayerInfo info;
   bool pinned = false;
-  QuantizerMixture* weights = nullptr;  // attached transforms, owned by the layer
+  QuantizerMixture* weights = nullptr;
   QuantizerMixture* inputs = nullptr;
+  DnasConvolution* dnas = nullptr;
+
+  const std::vector<int>& w_bits() const;
+  const std::vector<int>& a_bits() const;
+  LayerProbabilities probabilities() const;
+  void add_probability_gradient(std::span<const double> grad_w, std::span<const double> grad_a);
 };
 
-// Attaches EBS mixtures to every quantizable layer of `model` (pinned layers get single-
-// candidate mixtures at their pinned bits, i.e. plain quantizers). Weights: per output channel;
-// the first layer's input (the normalized image) is quantized as signed.
-std::vector<SearchedLayer> attach_mixtures(nn::Module& model, const Shape& image_shape, const SearchOptions& options);
+// Attaches the search to every quantizable layer of `model`: EBS mixtures, or for
+// SearchMethod::dnas a DnasConvolution on every searched convolution. Pinned layers get
+// single-candidate mixtures at their pinned bits, i.e. plain quantizers. Weights are quantized
+// per output channel; the first layer's input (the normalized image) as signed.
+std::vector<SearchedLayer> attach_search(nn::Module& model, const Shape& image_shape, const SearchOptions& options);
 
 // The search's view of the layers (MACs, params, pins) for the cost model.
 std::vector<LayerInfo> cost_layers(const std::vector<SearchedLayer>& layers);
