@@ -48,6 +48,7 @@ import glob, json, os, statistics, sys
 work = sys.argv[1]
 cases = [(1, 1), (1, 2), (64, 1), (64, 2)]
 rows = {}  # name -> {(batch, threads): [us, ...]}
+cpu_rows = {}  # one-thread CPU times
 for path in sorted(glob.glob(os.path.join(work, "bitmix-*.json"))):
     data = json.load(open(path))
     for b in data["benchmarks"]:
@@ -55,34 +56,43 @@ for path in sorted(glob.glob(os.path.join(work, "bitmix-*.json"))):
             continue
         name, batch, threads = b["run_name"].split("/")[:3]
         us = b["real_time"] * {"us": 1, "ms": 1e3, "ns": 1e-3, "s": 1e6}[b["time_unit"]]
-        rows.setdefault("bitmix " + name, {}).setdefault((int(batch[1:]), int(threads[1:])), []).append(us)
+        key = (int(batch[1:]), int(threads[1:]))
+        rows.setdefault("bitmix " + name, {}).setdefault(key, []).append(us)
+        if key[1] == 1:
+            cpu = b["cpu_time"] * {"us": 1, "ms": 1e3, "ns": 1e-3, "s": 1e6}[b["time_unit"]]
+            cpu_rows.setdefault("bitmix " + name, {}).setdefault(key, []).append(cpu)
 for path in sorted(glob.glob(os.path.join(work, "pytorch-*.jsonl"))):
     for line in open(path):
         r = json.loads(line)
         rows.setdefault(r["impl"], {}).setdefault((r["batch"], r["threads"]), []).append(r["median_us"])
-med = {name: {k: statistics.median(v) for k, v in per.items()} for name, per in rows.items()}
-order = ["pytorch-fp32", "pytorch-int8"] + sorted(n for n in med if n.startswith("bitmix "))
-int8 = med.get("pytorch-int8", {})
+        if r["threads"] == 1 and "median_cpu_us" in r:
+            cpu_rows.setdefault(r["impl"], {}).setdefault((r["batch"], 1), []).append(r["median_cpu_us"])
 def fmt(us):
     return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} us"
-print("| model | " + " | ".join(f"batch {b}, {t} thread{'s' if t > 1 else ''}" for b, t in cases) + " |")
-print("|---|" + "---|" * len(cases))
-for name in order:
-    if name not in med:
-        continue
-    cells = []
-    for c in cases:
-        us = med[name].get(c)
-        if us is None:
-            cells.append("-")
-        elif c in int8 and name != "pytorch-int8":
-            cells.append(f"{fmt(us)} ({int8[c] / us:.2f}x)")
-        else:
-            cells.append(fmt(us))
-    print(f"| {name} | " + " | ".join(cells) + " |")
-if int8:
-    print("\nMedian latency per batch over the rounds; in parentheses the speed-up over PyTorch int8 "
-          "(FX post-training quantization) in the same case.")
-else:
-    print("\nPyTorch was not available: no peer figures.")
+def table(rows, cases, title):
+    med = {name: {k: statistics.median(v) for k, v in per.items()} for name, per in rows.items()}
+    order = ["pytorch-fp32", "pytorch-int8"] + sorted(n for n in med if n.startswith("bitmix "))
+    int8 = med.get("pytorch-int8", {})
+    print(title + "\n")
+    print("| model | " + " | ".join(f"batch {b}, {t} thread{'s' if t > 1 else ''}" for b, t in cases) + " |")
+    print("|---|" + "---|" * len(cases))
+    for name in order:
+        if name not in med:
+            continue
+        cells = []
+        for c in cases:
+            us = med[name].get(c)
+            if us is None:
+                cells.append("-")
+            elif c in int8 and name != "pytorch-int8":
+                cells.append(f"{fmt(us)} ({int8[c] / us:.2f}x)")
+            else:
+                cells.append(fmt(us))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+table(rows, cases, "Wall-clock latency per batch (median over the rounds; in parentheses the speed-up over "
+      "PyTorch int8, FX post-training quantization, in the same case):")
+table(cpu_rows, [(1, 1), (64, 1)], "CPU time per batch with one thread (steadier than wall time on a busy machine):")
+if "pytorch-int8" not in rows:
+    print("PyTorch was not available: no peer figures.")
 EOF

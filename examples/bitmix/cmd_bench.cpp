@@ -52,6 +52,10 @@ int run_bench(int argc, char** argv) {
   args.option("min-runs", "N", "minimum measured runs", "10");
   args.option("warmup", "N", "untimed runs first", "3");
   args.option("json", "FILE", "also write the results as JSON", "");
+  args.choice("float-gemm", {"never", "narrow", "exact"},
+              "convolutions run as an exact float GEMM instead of bit-serial: never, those reading <= 4 channels "
+              "(the first layer), or all where the accumulator provably stays exact",
+              "narrow");
   if (!args.parse(argc, argv)) return 0;
   if (args.given("threads")) set_num_threads(static_cast<int>(args.get_int("threads", 1, 1024)));
   const int64_t batch = args.get_int("batch", 1, 1 << 16);
@@ -59,7 +63,12 @@ int run_bench(int argc, char** argv) {
   const int64_t min_runs = args.get_int("min-runs", 1, 1 << 30);
 
   const runtime::Model model = runtime::Model::load(args.get_string("model"));
-  runtime::Session session(model);
+  runtime::SessionOptions options;
+  const std::string gemm = args.get_string("float-gemm");
+  options.float_gemm = gemm == "never"    ? runtime::FloatGemmPolicy::never
+                       : gemm == "narrow" ? runtime::FloatGemmPolicy::narrow_inputs
+                                          : runtime::FloatGemmPolicy::when_exact;
+  runtime::Session session(model, options);
   const Shape& s = model.info().input_shape;
   Tensor images({batch, s[0], s[1], s[2]});
   Rng rng(1);
@@ -68,42 +77,52 @@ int run_bench(int argc, char** argv) {
   for (int64_t i = 0, n = args.get_int("warmup", 0, 1 << 20); i < n; ++i) session.run(images, logits);
   session.reset_timings();
   std::vector<double> runs;
+  std::vector<std::vector<double>> per_op(model.ops().size());
   Stopwatch total;
   while (static_cast<int64_t>(runs.size()) < min_runs || total.seconds() < seconds) {
     session.run(images, logits);
     runs.push_back(session.last_run_seconds());
+    for (std::size_t i = 0; i < per_op.size(); ++i) per_op[i].push_back(session.timings()[i].last_seconds);
   }
   const double mean_run = [&] {
     double sum = 0;
     for (double r : runs) sum += r;
     return sum / static_cast<double>(runs.size());
   }();
+  // Medians: robust against other processes on a shared machine; the shares are of their sum.
+  std::vector<double> op_median(per_op.size());
   double op_sum = 0;
-  for (const runtime::OpTiming& t : session.timings()) op_sum += t.total_seconds / static_cast<double>(t.calls);
+  for (std::size_t i = 0; i < per_op.size(); ++i) op_sum += op_median[i] = median(per_op[i]);
 
   std::cout << fmt::format("{} ({}), batch {}, {} threads, {} path, {} runs\n", model.info().name,
                            args.get_string("model"), batch, num_threads(), isa_name(active_isa()), runs.size());
-  std::cout << fmt::format("{:<4} {:<26} {:<40} {:<16} {:<10} {:>10} {:>7}\n", "#", "op", "what", "output", "bits",
-                           "time us", "share");
+  std::cout << fmt::format("{:<4} {:<26} {:<40} {:<16} {:<10} {:>10} {:>10} {:>7}\n", "#", "op", "what", "output",
+                           "bits", "median us", "mean us", "share");
   nlohmann::ordered_json ops = nlohmann::ordered_json::array();
   for (std::size_t i = 0; i < model.ops().size(); ++i) {
     const runtime::Op& op = model.ops()[i];
     const runtime::OpTiming& t = session.timings()[i];
     const double mean = t.total_seconds / static_cast<double>(t.calls);
     const Shape& out = model.values()[static_cast<std::size_t>(op.output)].shape;
-    std::cout << fmt::format("{:<4} {:<26} {:<40} {:<16} {:<10} {:>10.1f} {:>6.1f}%\n", i, op.name,
-                             runtime::describe(model, op), runtime::shape_text(out), bits_of(model, op), mean * 1e6,
-                             100.0 * mean / op_sum);
+    std::string what = runtime::describe(model, op);
+    if (session.runs_as_float_gemm(i)) what += " [gemm]";
+    if (session.skips(i)) what += " [fused]";
+    std::cout << fmt::format("{:<4} {:<26} {:<40} {:<16} {:<10} {:>10.1f} {:>10.1f} {:>6.1f}%\n", i, op.name, what,
+                             runtime::shape_text(out), bits_of(model, op), op_median[i] * 1e6, mean * 1e6,
+                             100.0 * op_median[i] / op_sum);
     ops.push_back({{"name", op.name},
                    {"kind", std::string(runtime::op_kind_name(op.kind))},
                    {"what", runtime::describe(model, op)},
                    {"shape", out},
                    {"bits", bits_of(model, op)},
+                   {"median_us", op_median[i] * 1e6},
                    {"mean_us", mean * 1e6},
-                   {"share", mean / op_sum}});
+                   {"share", op_median[i] / op_sum},
+                   {"float_gemm", session.runs_as_float_gemm(i)},
+                   {"skipped", session.skips(i)}});
   }
   const double med = median(runs);
-  std::cout << fmt::format("total: median {:.1f} us, mean {:.1f} us per batch of {} ({:.1f} images/s; ops sum {:.1f} us)\n",
+  std::cout << fmt::format("total: median {:.1f} us, mean {:.1f} us per batch of {} ({:.1f} images/s; sum of op medians {:.1f} us)\n",
                            med * 1e6, mean_run * 1e6, batch, static_cast<double>(batch) / med, op_sum * 1e6);
   if (const std::string path = args.get_string("json"); !path.empty()) {
     nlohmann::ordered_json j;

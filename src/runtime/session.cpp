@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "bitmix/core/error.hpp"
+#include "bitmix/core/sgemm.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/kernels/conv.hpp"
@@ -58,12 +59,37 @@ float highest_input_within(const kernels::ActivationQuant& q, int32_t code) {
   return float_from_order(lo);
 }
 
+// Round half to even for |v| <= 2^22 (std::nearbyint in the default rounding mode): adding
+// 1.5 * 2^23 leaves no fraction bits. Callers clamp first.
+inline float round_half_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
 }  // namespace
+
+// A convolution run as a float GEMM over integer-valued operands (FloatGemmPolicy): the input
+// codes minus the zero point, as floats in a zero-padded image, times the weight codes. Every
+// product and partial sum is an integer below 2^24, so the accumulator is exact whatever the
+// summation order, and the epilogue then computes what the bit-serial kernels compute.
+struct Session::DenseConv {
+  std::size_t quantize_op = 0;
+  int64_t channels = 0, height = 0, width = 0, padded_h = 0, padded_w = 0;
+  int64_t out_channels = 0, out_h = 0, out_w = 0;
+  std::vector<float> weights;  // [out_channels][channels * kh * kw], the codes
+  SgemmPackedA packed;
+  std::vector<int64_t> rows, cols;
+  std::vector<std::vector<float>> padded;  // one image per worker
+  Tensor epilogue_out;                     // requantizing layers: the floats before packing
+};
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+bool Session::runs_as_float_gemm(std::size_t index) const { return index < dense_.size() && dense_[index] != nullptr; }
+bool Session::skips(std::size_t index) const { return index < skip_.size() && skip_[index]; }
 
 Session::Session(Model model, SessionOptions options) : model_(std::move(model)), options_(options) {
   if (model_.empty()) throw ArgumentError("runtime::Session: the model is empty (not loaded or built)");
   timings_.assign(model_.ops().size(), OpTiming{});
-  plan_buffers();
   // Clamp bounds of restricted code ranges, found once by bisection over the kernels' own
   // definition of the code, so that clamping the float before quantizing gives exactly
   // clamp(code, min_code, max_code).
@@ -77,15 +103,171 @@ Session::Session(Model model, SessionOptions options) : model_(std::move(model))
     clamp_[i].lo = lowest_input_reaching(q.quant, q.min_code);
     clamp_[i].hi = highest_input_within(q.quant, q.max_code);
   }
+  plan_float_gemm();
+  plan_buffers();  // after plan_float_gemm: a GEMM convolution reads its quantize op's input
+}
+
+void Session::plan_float_gemm() {
+  const std::vector<Op>& ops = model_.ops();
+  const std::vector<ValueInfo>& values = model_.values();
+  dense_.clear();
+  dense_.resize(ops.size());
+  skip_.assign(ops.size(), false);
+  if (options_.float_gemm == FloatGemmPolicy::never) return;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    if (op.kind != OpKind::conv2d) continue;
+    const int32_t in = op.inputs[0];
+    if (in < 1 || ops[static_cast<std::size_t>(in - 1)].kind != OpKind::quantize) continue;
+    const ConvParams& c = op.conv();
+    const kernels::WeightSpec& w = c.weights.spec();
+    const ValueInfo& iv = values[static_cast<std::size_t>(in)];
+    if (w.depthwise) continue;
+    if (options_.float_gemm == FloatGemmPolicy::narrow_inputs && iv.shape[0] > 4) continue;
+    const QuantizeParams& q = ops[static_cast<std::size_t>(in - 1)].quantize();
+    const std::vector<int32_t> codes = c.weights.codes();
+    int64_t max_w = 0;
+    for (int32_t code : codes) max_w = std::max<int64_t>(max_w, code < 0 ? -int64_t{code} : code);
+    const int64_t max_a = std::max<int64_t>(std::abs(q.min_code - q.quant.zero_point), std::abs(q.max_code - q.quant.zero_point));
+    const int64_t k = w.in_channels * w.kernel_h * w.kernel_w;
+    if (k * max_w * max_a >= (int64_t{1} << 24)) continue;  // the float sum might round
+    auto d = std::make_unique<DenseConv>();
+    d->quantize_op = static_cast<std::size_t>(in - 1);
+    d->channels = iv.shape[0];
+    d->height = iv.shape[1];
+    d->width = iv.shape[2];
+    d->padded_h = d->height + 2 * c.conv.pad_h;
+    d->padded_w = d->width + 2 * c.conv.pad_w;
+    const ValueInfo& ov = values[static_cast<std::size_t>(op.output)];
+    d->out_channels = w.out_channels;
+    d->out_h = ov.shape[1];
+    d->out_w = ov.shape[2];
+    d->weights.assign(codes.begin(), codes.end());
+    d->packed.pack(Transpose::no, w.out_channels, k, d->weights.data(), k);
+    d->rows.resize(static_cast<std::size_t>(k));
+    for (int64_t ch = 0; ch < w.in_channels; ++ch)
+      for (int64_t y = 0; y < w.kernel_h; ++y)
+        for (int64_t x = 0; x < w.kernel_w; ++x)
+          d->rows[static_cast<std::size_t>((ch * w.kernel_h + y) * w.kernel_w + x)] =
+              (ch * d->padded_h + y) * d->padded_w + x;
+    d->cols.resize(static_cast<std::size_t>(d->out_h * d->out_w));
+    for (int64_t y = 0; y < d->out_h; ++y)
+      for (int64_t x = 0; x < d->out_w; ++x)
+        d->cols[static_cast<std::size_t>(y * d->out_w + x)] = y * c.conv.stride_h * d->padded_w + x * c.conv.stride_w;
+    dense_[i] = std::move(d);
+  }
+  // A quantize op whose every consumer runs as a float GEMM need not run (it still runs with
+  // keep_values, so that its codes can be inspected).
+  if (options_.keep_values) return;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].kind != OpKind::quantize) continue;
+    const auto value = static_cast<int32_t>(i + 1);
+    bool needed = false;
+    for (std::size_t j = 0; j < ops.size() && !needed; ++j)
+      for (int32_t v : ops[j].inputs)
+        if (v == value && dense_[j] == nullptr) needed = true;
+    skip_[i] = !needed;
+  }
+}
+
+void Session::run_dense_conv(std::size_t index, const Tensor& src, bool normalized, Tensor* real_out,
+                             kernels::PackedActivations* packed_out) {
+  DenseConv& d = *dense_[index];
+  const Op& op = model_.ops()[index];
+  const QuantizeParams& q = model_.ops()[d.quantize_op].quantize();
+  const kernels::Epilogue& e = op.conv().epilogue;
+  const ModelInfo& info = model_.info();
+  const int64_t batch = src.dim(0);
+  const Shape out_shape{batch, d.out_channels, d.out_h, d.out_w};
+  Tensor& out = real_out != nullptr ? *real_out : d.epilogue_out;
+  if (out.shape() != out_shape) out = Tensor(out_shape);
+  if (d.packed.isa() != active_isa())  // the ISA cap changed since the weights were packed
+    d.packed.pack(Transpose::no, d.out_channels, static_cast<int64_t>(d.rows.size()), d.weights.data(),
+                  static_cast<int64_t>(d.rows.size()));
+  const bool normalize = q.normalize && !normalized;
+  const ClampRange clamp = clamp_[d.quantize_op];
+  const int32_t z = q.quant.zero_point;
+  const float lo_t = static_cast<float>(-z - 1), hi_t = static_cast<float>(q.quant.max_code() - z + 1);
+  const float scale = q.quant.scale, inverse = 1.0f / q.quant.scale;
+  const bool reciprocal = q.quant.reciprocal;
+  const int64_t plane = d.height * d.width, padded_plane = d.padded_h * d.padded_w;
+  const int64_t pad_h = (d.padded_h - d.height) / 2, pad_w = (d.padded_w - d.width) / 2;
+  const int64_t out_plane = d.out_h * d.out_w;
+  const SgemmIndexedB b_shape{nullptr, d.rows, d.cols};
+
+  auto one_image = [&](int64_t n, std::vector<float>& padded) {
+    padded.assign(static_cast<std::size_t>(d.channels * padded_plane), 0.0f);  // padding: code z, value 0
+    for (int64_t c = 0; c < d.channels; ++c) {
+      const float* in = src.data() + (n * d.channels + c) * plane;
+      const float m = normalize ? info.mean[static_cast<std::size_t>(c)] : 0.0f;
+      const float s = normalize ? info.stddev[static_cast<std::size_t>(c)] : 1.0f;
+      for (int64_t y = 0; y < d.height; ++y) {
+        float* row = padded.data() + c * padded_plane + (y + pad_h) * d.padded_w + pad_w;
+        for (int64_t x = 0; x < d.width; ++x) {
+          // The quantize op's code (kernels::quantize_code with the clamp of its code range),
+          // minus the zero point.
+          float v = in[y * d.width + x];
+          if (normalize) v = (v - m) / s;
+          if (clamp.active) {
+            v = v >= clamp.lo ? v : clamp.lo;
+            v = v <= clamp.hi ? v : clamp.hi;
+          }
+          float t = reciprocal ? v * inverse : v / scale;
+          t = t >= lo_t ? t : lo_t;  // NaN -> below the range -> code 0, as quantize_code
+          t = t <= hi_t ? t : hi_t;
+          const int32_t code = std::clamp(static_cast<int32_t>(round_half_even(t)) + z, q.min_code, q.max_code);
+          row[x] = static_cast<float>(code - z);
+        }
+      }
+    }
+    float* acc = out.data() + n * d.out_channels * out_plane;
+    SgemmIndexedB b = b_shape;
+    b.base = padded.data();
+    sgemm(d.packed, b, 1.0f, 0.0f, acc, out_plane);
+    // The epilogue, as the kernels define it: two roundings, ReLU mapping NaN and -0 to +0.
+    for (int64_t oc = 0; oc < d.out_channels; ++oc) {
+      const float sc = e.scale()[static_cast<std::size_t>(oc)], bi = e.bias()[static_cast<std::size_t>(oc)];
+      float* p = acc + oc * out_plane;
+      if (e.relu()) {
+        for (int64_t k = 0; k < out_plane; ++k) {
+          const float t2 = p[k] * sc;
+          const float y = t2 + bi;
+          p[k] = y > 0.0f ? y : 0.0f;
+        }
+      } else {
+        for (int64_t k = 0; k < out_plane; ++k) {
+          const float t2 = p[k] * sc;
+          p[k] = t2 + bi;
+        }
+      }
+    }
+  };
+  const int threads = num_threads();
+  if (d.padded.size() < static_cast<std::size_t>(threads)) d.padded.resize(static_cast<std::size_t>(threads));
+  if (batch > 1 && threads > 1) {
+    parallel_run([&](int t, int count) {
+      for (int64_t n = batch * t / count; n < batch * (t + 1) / count; ++n) one_image(n, d.padded[static_cast<std::size_t>(t)]);
+    });
+  } else {
+    for (int64_t n = 0; n < batch; ++n) one_image(n, d.padded[0]);
+  }
+  if (packed_out != nullptr) kernels::quantize_pack(out, e.out_quant(), e.out_border(), *packed_out);
 }
 
 void Session::plan_buffers() {
   const std::vector<ValueInfo>& values = model_.values();
   const std::vector<Op>& ops = model_.ops();
   const std::size_t count = values.size();
+  // What each op reads when it runs: a convolution run as a float GEMM reads the real input of
+  // its quantize op (not the packed codes), a skipped op nothing.
+  std::vector<std::vector<int32_t>> reads(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (skip_[i]) continue;
+    reads[i] = dense_[i] != nullptr ? std::vector<int32_t>{ops[dense_[i]->quantize_op].inputs[0]} : ops[i].inputs;
+  }
   std::vector<std::size_t> last_use(count, 0);
   for (std::size_t i = 0; i < ops.size(); ++i)
-    for (int32_t v : ops[i].inputs) last_use[static_cast<std::size_t>(v)] = i;
+    for (int32_t v : reads[i]) last_use[static_cast<std::size_t>(v)] = i;
   last_use[static_cast<std::size_t>(model_.output())] = ops.size();
 
   buffer_of_.assign(count, -1);
@@ -103,6 +285,7 @@ void Session::plan_buffers() {
     const Op& op = ops[i];
     const ValueInfo& out = values[static_cast<std::size_t>(op.output)];
     // The residual addition runs in place on its branch when the branch dies here.
+    if (skip_[i]) continue;  // never runs: no buffer
     const bool in_place = op.kind == OpKind::add && op.inputs[0] != 0 &&
                           last_use[static_cast<std::size_t>(op.inputs[0])] == i && op.inputs[0] != op.inputs[1] &&
                           !options_.keep_values;
@@ -133,12 +316,12 @@ void Session::plan_buffers() {
       }
     }
     buffer_of_[static_cast<std::size_t>(op.output)] = buffer;
-    for (std::size_t k = 0; k < op.inputs.size(); ++k) {
-      const int32_t v = op.inputs[k];
+    const std::vector<int32_t>& in = reads[i];
+    for (std::size_t k = 0; k < in.size(); ++k) {
+      const int32_t v = in[k];
       if (last_use[static_cast<std::size_t>(v)] != i) continue;
       if (in_place && k == 0) continue;  // its buffer lives on as the output
-      if (std::find(op.inputs.begin(), op.inputs.begin() + static_cast<std::ptrdiff_t>(k), v) !=
-          op.inputs.begin() + static_cast<std::ptrdiff_t>(k))
+      if (std::find(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(k), v) != in.begin() + static_cast<std::ptrdiff_t>(k))
         continue;  // the same value given twice: release once
       release(v);
     }
@@ -190,6 +373,24 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     Stopwatch watch;
+    if (skip_[i]) {
+      OpTiming& t = timings_[i];
+      t.last_seconds = 0.0;
+      ++t.calls;
+      continue;
+    }
+    if (dense_[i] != nullptr) {
+      const Op& q = ops[dense_[i]->quantize_op];
+      const bool packed_output = values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed;
+      run_dense_conv(i, real_input(q.inputs[0]), normalized, packed_output ? nullptr : &real(op.output),
+                     packed_output ? &packed(op.output) : nullptr);
+      const double seconds = watch.seconds();
+      OpTiming& t = timings_[i];
+      t.last_seconds = seconds;
+      t.total_seconds += seconds;
+      ++t.calls;
+      continue;
+    }
     switch (op.kind) {
       case OpKind::quantize: {
         const QuantizeParams& q = op.quantize();

@@ -62,6 +62,37 @@ TEST_P(SessionPaths, EveryValueMatchesTheReferenceInterpreter) {
 INSTANTIATE_TEST_SUITE_P(Runtime, SessionPaths, ::testing::Values(Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon),
                          [](const ::testing::TestParamInfo<Isa>& p) { return std::string(isa_name(p.param)); });
 
+TEST(Session, FloatGemmPoliciesGiveTheReferenceLogits) {
+  const testing::TestModel tm = make_test_model(31);
+  Rng rng(32);
+  const Tensor images = random_images(rng, {3, 3, 9, 10});
+  const std::vector<testing::RefValue> ref = reference_run(tm, images, false);
+  const testing::RefValue& expected = ref[static_cast<std::size_t>(tm.model.output())];
+  int dense_counts[3] = {0, 0, 0};
+  int k = 0;
+  for (FloatGemmPolicy policy : {FloatGemmPolicy::never, FloatGemmPolicy::narrow_inputs, FloatGemmPolicy::when_exact}) {
+    SessionOptions o;
+    o.float_gemm = policy;
+    Session session(tm.model, o);
+    for (std::size_t i = 0; i < tm.model.ops().size(); ++i) dense_counts[k] += session.runs_as_float_gemm(i);
+    for (int64_t threads : {1, 2}) {
+      const int saved = num_threads();
+      set_num_threads(static_cast<int>(threads));
+      const Tensor logits = session.run(images);
+      set_num_threads(saved);
+      EXPECT_TRUE(same_floats(logits.data(), expected.real.data(), logits.numel()))
+          << "policy " << static_cast<int>(policy) << ", " << threads << " threads";
+    }
+    ++k;
+  }
+  EXPECT_EQ(dense_counts[0], 0);
+  EXPECT_EQ(dense_counts[1], 1);  // the stem: 3 input channels
+  EXPECT_GT(dense_counts[2], 1);  // the narrow layers whose accumulators stay exact
+  Session narrow(tm.model);
+  EXPECT_TRUE(narrow.skips(0));   // the stem's quantize op: its only consumer runs as a GEMM
+  EXPECT_TRUE(narrow.runs_as_float_gemm(1));
+}
+
 TEST(Session, SharedBuffersGiveTheSameLogitsAsKeptValues) {
   const testing::TestModel tm = make_test_model(7);
   Session shared(tm.model);

@@ -17,6 +17,7 @@
 // A Session is not thread-safe; several Sessions may share one Model.
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,10 +28,23 @@
 
 namespace bitmix::runtime {
 
+// Which convolutions may run as a float GEMM on integer-valued operands instead of the
+// bit-serial kernels. The results are identical (the GEMM sums products of integer codes
+// exactly: the path is only taken where the accumulator provably stays below 2^24), only the
+// speed differs. The bit-serial packing wastes most of each 8-channel pixel group when a layer
+// has few input channels, as the first convolution of an image model has (1 or 3), which also
+// runs at 8 bits by default: there the GEMM is several times faster.
+enum class FloatGemmPolicy : uint8_t {
+  never,          // every convolution on the bit-serial kernels
+  narrow_inputs,  // convolutions reading at most 4 channels straight from a quantize op (default)
+  when_exact,     // every convolution fed by a quantize op where the bound holds (experiments)
+};
+
 struct SessionOptions {
   // Keep every intermediate value of the last run readable through real_value() and
   // packed_value() (no buffer sharing; for tests and debugging).
   bool keep_values = false;
+  FloatGemmPolicy float_gemm = FloatGemmPolicy::narrow_inputs;
 };
 
 struct OpTiming {
@@ -43,6 +57,9 @@ class Session {
  public:
   // Throws ArgumentError if the model is empty.
   explicit Session(Model model, SessionOptions options = {});
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
 
   // Pixels in [0, 1], [N, C, H, W] or [C, H, W] with the model's input shape; returns the
   // logits [N, classes]. ShapeError naming the expected shape otherwise.
@@ -53,6 +70,10 @@ class Session {
   void run_normalized(const Tensor& inputs, Tensor& logits);
 
   const Model& model() const { return model_; }
+  // Whether op `index` runs as a float GEMM (FloatGemmPolicy), and whether a quantize op is
+  // skipped because its only consumers run that way (its timing is then 0).
+  bool runs_as_float_gemm(std::size_t index) const;
+  bool skips(std::size_t index) const;
   // One per model op, in op order.
   std::span<const OpTiming> timings() const { return timings_; }
   double last_run_seconds() const { return last_run_seconds_; }
@@ -64,8 +85,12 @@ class Session {
   const kernels::PackedActivations& packed_value(int32_t id) const;
 
  private:
+  struct DenseConv;
   void execute(const Tensor& input, bool normalized, Tensor& logits);
   void plan_buffers();
+  void plan_float_gemm();
+  void run_dense_conv(std::size_t index, const Tensor& src, bool normalized, Tensor* real_out,
+                      kernels::PackedActivations* packed_out);
 
   Model model_;
   SessionOptions options_;
@@ -81,6 +106,8 @@ class Session {
     float lo = 0.0f, hi = 0.0f;
   };
   std::vector<ClampRange> clamp_;
+  std::vector<std::unique_ptr<DenseConv>> dense_;  // per op, null unless it runs as a float GEMM
+  std::vector<bool> skip_;                         // per op: a quantize op nobody needs
   const Tensor* input_ = nullptr;
   int64_t batch_ = 0;
   std::vector<OpTiming> timings_;
