@@ -29,6 +29,12 @@ ArgParser& ArgParser::option(std::string name, std::string value_name, std::stri
   return *this;
 }
 
+ArgParser& ArgParser::repeated(std::string name, std::string value_name, std::string help) {
+  specs_.push_back({std::move(name), std::move(value_name), std::move(help) + " (may be repeated)", "", {}, false, false,
+                    true});
+  return *this;
+}
+
 ArgParser& ArgParser::choice(std::string name, std::vector<std::string> choices, std::string help,
                              std::string default_value) {
   std::string value_name;
@@ -94,6 +100,7 @@ bool ArgParser::parse(int argc, char** argv) {
       if (!ok) fail(name, value, fmt::format("one of {}", fmt::join(found->choices, ", ")));
     }
     values_[found->name] = value;
+    if (found->is_repeated) repeated_values_[found->name].push_back(value);
   }
   if (given("help")) {
     std::cout << help();
@@ -152,6 +159,12 @@ double ArgParser::get_double(std::string_view name, double min, double max) cons
   if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value) || value < min || value > max)
     fail(name, text, range);
   return value;
+}
+
+std::vector<std::string> ArgParser::get_strings(std::string_view name) const {
+  spec(name);
+  if (auto it = repeated_values_.find(name); it != repeated_values_.end()) return it->second;
+  return {};
 }
 
 std::vector<int> ArgParser::get_int_list(std::string_view name, int min, int max) const {

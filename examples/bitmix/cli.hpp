@@ -30,6 +30,8 @@ class ArgParser {
   ArgParser& flag(std::string name, std::string help);
   ArgParser& option(std::string name, std::string value_name, std::string help, std::string default_value = "",
                     bool required = false);
+  // An option that may be given several times; get_strings() returns every value in order.
+  ArgParser& repeated(std::string name, std::string value_name, std::string help);
   // An option that accepts only the listed values.
   ArgParser& choice(std::string name, std::vector<std::string> choices, std::string help,
                     std::string default_value = "");
@@ -47,6 +49,8 @@ class ArgParser {
   std::string get_string(std::string_view name) const;
   int64_t get_int(std::string_view name, int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
   double get_double(std::string_view name, double min = -1e300, double max = 1e300) const;
+  // Every value of a repeated() option, in command-line order.
+  std::vector<std::string> get_strings(std::string_view name) const;
   // Comma-separated integers, each within [min, max]: "2,3,4".
   std::vector<int> get_int_list(std::string_view name, int min, int max) const;
 
@@ -64,6 +68,7 @@ class ArgParser {
     std::vector<std::string> choices;
     bool required = false;
     bool is_flag = false;
+    bool is_repeated = false;
   };
   const Spec& spec(std::string_view name) const;
   [[noreturn]] void fail(std::string_view name, std::string_view value, std::string_view expected) const;
@@ -72,6 +77,7 @@ class ArgParser {
   std::string summary_;
   std::vector<Spec> specs_;
   std::map<std::string, std::string, std::less<>> values_;
+  std::map<std::string, std::vector<std::string>, std::less<>> repeated_values_;
 };
 
 struct Command {
