@@ -5,3 +5,5 @@
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/data/loader.hpp"
 #include "bitmix/quant.hpp"
+#include "bitmix/runtime.hpp"
+#include "bitmix/deploy.hpp"

@@ -286,7 +286,7 @@ TEST(Model, StatsCountWeightsAndBitops) {
     const kernels::WeightSpec& w = op.conv().weights.spec();
     const Shape& out = tm.model.values()[static_cast<std::size_t>(op.output)].shape;
     const int64_t pixels = out.size() == 3 ? out[1] * out[2] : 1;
-    const int64_t m = pixels * w.out_channels * w.in_channels * w.kernel_h * w.kernel_w;
+    const int64_t m = pixels * w.out_channels * (w.depthwise ? 1 : w.in_channels) * w.kernel_h * w.kernel_w;
     weights += static_cast<int64_t>(tm.codes.at(op.name).size());
     macs += m;
     bitops += m * w.bits * tm.model.values()[static_cast<std::size_t>(op.inputs[0])].quant.bits;
@@ -294,7 +294,7 @@ TEST(Model, StatsCountWeightsAndBitops) {
   EXPECT_EQ(s.weight_count, weights);
   EXPECT_EQ(s.macs, macs);
   EXPECT_EQ(s.bitops, bitops);
-  EXPECT_EQ(s.float_parameter_bytes, 4 * weights + 4 * (8 + 8 + 8 + 16 + 16 + 16 + 16 + 16 + 5));
+  EXPECT_EQ(s.float_parameter_bytes, 4 * weights + 4 * (8 + 8 + 8 + 16 + 16 + 16 + 16 + 16 + 16 + 5));
   EXPECT_LT(s.packed_weight_bytes, s.float_parameter_bytes);
   EXPECT_FALSE(describe(tm.model, tm.model.ops()[1]).empty());
 }

@@ -42,12 +42,13 @@ struct ConvSpecForTest {
   kernels::ActivationQuant out_quant{};
   int out_border = 0;
   float scale = 0.05f;  // magnitude of the per-channel epilogue scale
+  bool depthwise = false;
 };
 
 inline int32_t add_conv(ModelBuilder& b, TestModel& tm, Rng& rng, const std::string& name, int32_t x,
                         const ConvSpecForTest& c, bool linear = false) {
   const ValueInfo& in = b.value(x);
-  kernels::WeightSpec spec{c.out, in.shape[0], c.kernel, c.kernel, c.bits, c.encoding, false};
+  kernels::WeightSpec spec{c.out, in.shape[0], c.kernel, c.kernel, c.bits, c.encoding, c.depthwise};
   std::vector<int32_t> codes(static_cast<std::size_t>(spec.code_count()));
   for (auto& code : codes) {
     const auto u = static_cast<int32_t>(rng.below(uint64_t{1} << c.bits));
@@ -74,7 +75,8 @@ inline int32_t add_conv(ModelBuilder& b, TestModel& tm, Rng& rng, const std::str
 
 // input [3, 9, 10] (odd and even extents) -> signed 8-bit restricted-range quantize -> stem conv
 // -> block with identity shortcut (requantized conv1) -> block with option-A shortcut (stride 2)
-// -> block with a projection shortcut (1x1 stride 2) -> max pool -> global average pool -> linear.
+// -> block with a projection shortcut -> depthwise conv -> max pool -> global average pool ->
+// linear.
 inline TestModel make_test_model(uint64_t seed) {
   Rng rng(seed);
   ModelInfo info;
@@ -172,7 +174,19 @@ inline TestModel make_test_model(uint64_t seed) {
   const int32_t sc3 = add_conv(b, tm, rng, "b3.proj", p3, proj);
   const int32_t s3 = b.add("b3.add", branch3, sc3, AddParams{});
 
-  const int32_t pooled = b.max_pool("maxpool", s3, PoolParams{2, 2, 1});
+  // A depthwise 3x3 layer (multiplier 1) on the block output.
+  QuantizeParams q5;
+  q5.quant = random_quant(rng, 3, 0.2f, true);
+  q5.border = 1;
+  x = b.quantize("dw.input", s3, q5);
+  ConvSpecForTest dw;
+  dw.out = 16;
+  dw.bits = 3;
+  dw.depthwise = true;
+  dw.scale = 0.1f;
+  const int32_t d3 = add_conv(b, tm, rng, "dw", x, dw);
+
+  const int32_t pooled = b.max_pool("maxpool", d3, PoolParams{2, 2, 1});
   const int32_t avg = b.global_avg_pool("avgpool", pooled);
   QuantizeParams q4;
   q4.quant = random_quant(rng, 8, 0.01f);
@@ -261,19 +275,21 @@ inline std::vector<RefValue> reference_run(const TestModel& tm, const Tensor& in
           out.real.resize(static_cast<std::size_t>(count));
         }
         const int32_t z = x.quant.zero_point;
+        const int64_t group_in = s.depthwise ? 1 : cin;  // input channels per output channel
         for (int64_t img = 0; img < n; ++img)
           for (int64_t o = 0; o < oc; ++o)
             for (int64_t y = 0; y < oh; ++y)
               for (int64_t xx = 0; xx < ow; ++xx) {
                 int64_t acc = 0;
-                for (int64_t ci = 0; ci < cin; ++ci)
+                for (int64_t g = 0; g < group_in; ++g)
                   for (int64_t i = 0; i < s.kernel_h; ++i)
                     for (int64_t j = 0; j < s.kernel_w; ++j) {
+                      const int64_t ci = s.depthwise ? o / (oc / cin) : g;
                       const int64_t iy = y * c.conv.stride_h - c.conv.pad_h + i;
                       const int64_t ix = xx * c.conv.stride_w - c.conv.pad_w + j;
                       if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;  // padding: code z, value 0
                       const int32_t code = x.codes[static_cast<std::size_t>(((img * cin + ci) * h + iy) * wd + ix)];
-                      acc += int64_t{w[static_cast<std::size_t>(((o * cin + ci) * s.kernel_h + i) * s.kernel_w + j)]} *
+                      acc += int64_t{w[static_cast<std::size_t>(((o * group_in + g) * s.kernel_h + i) * s.kernel_w + j)]} *
                              (code - z);
                     }
                 const float yv = ref_epilogue(acc, e.scale()[static_cast<std::size_t>(o)],
