@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
 
 namespace bitmix::quant::detail {
@@ -64,25 +65,6 @@ BlockStats block_stats(const float* x, int64_t begin, int64_t end, unsigned want
 }
 
 template <GridKind G, bool Tanh>
-inline float level_value(const GroupGrid& p, float x) noexcept {
-  if constexpr (G == GridKind::identity) {
-    return x;
-  } else if constexpr (G == GridKind::uniform) {
-    return p.scale * round_half_even(clamp_nan_low(x * p.in_mul, p.k_min, p.k_max));
-  } else if constexpr (G == GridKind::odd) {
-    const float t = Tanh ? std::tanh(x) : x;
-    const float k = floor_small(clamp_nan_low(t * p.in_mul, p.k_min, p.k_max));
-    return p.scale * (2.0f * k + 1.0f);
-  } else if constexpr (G == GridKind::power_of_two) {
-    const float c = power_of_two_level(std::fabs(x) * p.in_mul, p.k_max);
-    return p.scale * (x < 0.0f ? 0.0f - c : c);  // 0 - 0 is +0, as the export's scale * (0 - 0)
-  } else {
-    const float c = std::fabs(x) > p.in_mul ? (x < 0.0f ? -1.0f : 1.0f) : 0.0f;
-    return p.scale * c;
-  }
-}
-
-template <GridKind G, bool Tanh>
 inline int32_t level_code(const GroupGrid& p, float x) noexcept {
   if constexpr (G == GridKind::uniform) {
     return static_cast<int32_t>(round_half_even(clamp_nan_low(x * p.in_mul, p.k_min, p.k_max))) + p.zero_point;
@@ -123,7 +105,43 @@ void check_plan(const Plan& plan, int64_t numel) {
     throw Error(fmt::format("quantizer plan with {} groups for {} elements", groups, numel));
 }
 
+// The constant a pass starts from (Sink::accumulate starts from the output instead).
+float base_value(Sink sink) noexcept { return sink == Sink::store ? -0.0f : 0.0f; }
+
+void check_same_layout(const Plan& first, const Plan& other) {
+  if (other.grid != first.grid || other.tanh_input != first.tanh_input || other.groups.size() != first.groups.size())
+    throw Error("quantizer plans mixed in one pass differ in grid or groups");
+}
+
 }  // namespace
+
+const ElementKernels& element_kernels() {
+  switch (active_isa()) {
+#if defined(BITMIX_HAVE_AVX512)
+    case Isa::avx512: return element_kernels_avx512();
+#endif
+#if defined(BITMIX_HAVE_AVX2)
+    case Isa::avx2: return element_kernels_avx2();
+#endif
+    default: return element_kernels_scalar();
+  }
+}
+
+bool has_backward(GridKind grid, GateKind gate, bool want_dot) noexcept {
+  if (gate == GateKind::custom) return false;
+  if (!want_dot) return true;
+  switch (gate) {
+    case GateKind::lsq:
+    case GateKind::pact:
+    case GateKind::clip: return grid == GridKind::uniform;
+    case GateKind::lsq_binary: return grid == GridKind::odd;
+    case GateKind::abs_clip: return grid == GridKind::odd || grid == GridKind::power_of_two;
+    case GateKind::everything:
+      return grid == GridKind::odd || grid == GridKind::ternary || grid == GridKind::identity;
+    case GateKind::custom: return false;
+  }
+  return false;
+}
 
 std::vector<GroupStats> group_stats(const float* x, const Blocks& blocks, unsigned wanted) {
   std::vector<BlockStats> partial(static_cast<std::size_t>(blocks.count));
@@ -159,37 +177,121 @@ std::vector<GroupStats> group_stats(const float* x, const Blocks& blocks, unsign
   return out;
 }
 
-void run_plan(const Plan& plan, const float* x, int64_t numel, Sink sink, float weight, float* out) {
-  check_plan(plan, numel);
-  const Blocks blocks(static_cast<int64_t>(plan.groups.size()), numel);
-  dispatch(plan, [&]<GridKind G, bool Tanh>() {
-    for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t) {
-      const GroupGrid p = plan.groups[static_cast<std::size_t>(g)];
-      if (sink == Sink::store) {
-        for (int64_t i = begin; i < end; ++i) out[i] = level_value<G, Tanh>(p, x[i]);
-      } else {
-        for (int64_t i = begin; i < end; ++i) out[i] += weight * level_value<G, Tanh>(p, x[i]);
+void mix_plans(std::span<const Plan* const> plans, std::span<const float> weights, const float* x, int64_t numel,
+               Sink sink, float* out) {
+  if (plans.empty() || plans.size() != weights.size()) throw Error("mix_plans: one weight per plan expected");
+  const Plan& first = *plans[0];
+  check_plan(first, numel);
+  for (const Plan* p : plans) check_same_layout(first, *p);
+  const auto count = static_cast<int64_t>(plans.size());
+  const Blocks blocks(static_cast<int64_t>(first.groups.size()), numel);
+  const ElementKernels& kernels = element_kernels();
+  for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t) {
+    CandidateBlock c[kMaxCandidatesPerCall];
+    // More candidates than one call takes: the next call continues from the running sum in out.
+    for (int64_t k0 = 0; k0 < count; k0 += kMaxCandidatesPerCall) {
+      const int64_t k1 = std::min<int64_t>(count, k0 + kMaxCandidatesPerCall);
+      for (int64_t k = k0; k < k1; ++k) {
+        c[k - k0].grid = plans[static_cast<std::size_t>(k)]->groups[static_cast<std::size_t>(g)];
+        c[k - k0].weight = weights[static_cast<std::size_t>(k)];
       }
-    });
+      const bool from_out = k0 > 0 || sink == Sink::accumulate;
+      kernels.forward(first.grid, first.tanh_input, c, static_cast<int>(k1 - k0), x + begin, end - begin,
+                      from_out ? out + begin : nullptr, base_value(sink), out + begin);
+    }
   });
+}
+
+void run_plan(const Plan& plan, const float* x, int64_t numel, Sink sink, float weight, float* out) {
+  const Plan* plans[] = {&plan};
+  const float weights[] = {sink == Sink::store ? 1.0f : weight};
+  mix_plans(plans, weights, x, numel, sink, out);
 }
 
 double dot_plan(const Plan& plan, const float* x, const float* g, int64_t numel) {
   check_plan(plan, numel);
   const Blocks blocks(static_cast<int64_t>(plan.groups.size()), numel);
+  const ElementKernels& kernels = element_kernels();
   std::vector<double> partial(static_cast<std::size_t>(blocks.count), 0.0);
-  dispatch(plan, [&]<GridKind G, bool Tanh>() {
-    for_each_block(blocks, [&](int64_t group, int64_t begin, int64_t end, int64_t b) {
-      const GroupGrid p = plan.groups[static_cast<std::size_t>(group)];
-      double acc = 0.0;
-      for (int64_t i = begin; i < end; ++i)
-        acc += static_cast<double>(g[i]) * static_cast<double>(level_value<G, Tanh>(p, x[i]));
-      partial[static_cast<std::size_t>(b)] = acc;
-    });
+  for_each_block(blocks, [&](int64_t group, int64_t begin, int64_t end, int64_t b) {
+    CandidateBlock c[1];
+    c[0].grid = plan.groups[static_cast<std::size_t>(group)];
+    CandidateSums sums[1];
+    kernels.backward(plan.grid, GateKind::everything, c, 1, true, plan.tanh_input, x + begin, g + begin, end - begin,
+                     nullptr, 0.0f, nullptr, sums);
+    partial[static_cast<std::size_t>(b)] = sums[0].dot;
   });
   double total = 0.0;
   for (double v : partial) total += v;
   return total;
+}
+
+bool can_backward_together(std::span<const BackwardTerm> terms, bool want_dot) {
+  if (terms.empty()) return false;
+  const Plan& first = *terms[0].plan;
+  const GateKind kind = terms[0].gate->kind;
+  for (const BackwardTerm& t : terms) {
+    if (t.plan->grid != first.grid || t.plan->tanh_input != first.tanh_input ||
+        t.plan->groups.size() != first.groups.size() || t.gate->kind != kind)
+      return false;
+    if (kind != GateKind::everything && kind != GateKind::custom && t.gate->groups.size() != first.groups.size())
+      return false;
+  }
+  return has_backward(first.grid, kind, want_dot);
+}
+
+void backward_plans(std::span<const BackwardTerm> terms, bool want_dot, const float* x, const float* g,
+                    int64_t numel, Sink sink, float* grad_input, std::span<BackwardSums> sums) {
+  if (!can_backward_together(terms, want_dot) || sums.size() != terms.size())
+    throw Error("backward_plans: quantizers without a common elementwise backward");
+  const Plan& first = *terms[0].plan;
+  check_plan(first, numel);
+  const GateKind kind = terms[0].gate->kind;
+  const bool fused_lsq = want_dot && kind == GateKind::lsq;
+  for (const BackwardTerm& t : terms) {
+    if (!fused_lsq) break;
+    // The fused LSQ kernel takes the dot product's levels from the gate: they must be the grid's.
+    for (std::size_t i = 0; i < t.plan->groups.size(); ++i) {
+      const GroupGrid& p = t.plan->groups[i];
+      const GroupGate& q = t.gate->groups[i];
+      if (p.in_mul != q.mul || p.k_min != q.lo || p.k_max != q.hi)
+        throw Error("backward_plans: an LSQ gate that differs from its grid");
+    }
+  }
+  const auto count = static_cast<int64_t>(terms.size());
+  const Blocks blocks(static_cast<int64_t>(first.groups.size()), numel);
+  for (BackwardSums& s : sums) {
+    s.dot = 0.0;
+    s.block_param.assign(static_cast<std::size_t>(blocks.count), 0.0);
+  }
+  std::vector<double> block_dot(static_cast<std::size_t>(blocks.count * count), 0.0);
+  const ElementKernels& kernels = element_kernels();
+  const bool has_groups = kind != GateKind::everything;
+  for_each_block(blocks, [&](int64_t grp, int64_t begin, int64_t end, int64_t b) {
+    CandidateBlock c[kMaxCandidatesPerCall];
+    CandidateSums block_sums[kMaxCandidatesPerCall];
+    for (int64_t k0 = 0; k0 < count; k0 += kMaxCandidatesPerCall) {
+      const int64_t k1 = std::min<int64_t>(count, k0 + kMaxCandidatesPerCall);
+      for (int64_t k = k0; k < k1; ++k) {
+        const BackwardTerm& t = terms[static_cast<std::size_t>(k)];
+        c[k - k0].grid = t.plan->groups[static_cast<std::size_t>(grp)];
+        if (has_groups) c[k - k0].gate = t.gate->groups[static_cast<std::size_t>(grp)];
+        c[k - k0].weight = t.weight;
+      }
+      const bool from_out = k0 > 0 || sink == Sink::accumulate;
+      kernels.backward(first.grid, kind, c, static_cast<int>(k1 - k0), want_dot, first.tanh_input, x + begin,
+                       g + begin, end - begin, from_out ? grad_input + begin : nullptr, base_value(sink),
+                       grad_input + begin, block_sums);
+      for (int64_t k = k0; k < k1; ++k) {
+        block_dot[static_cast<std::size_t>(b * count + k)] = block_sums[k - k0].dot;
+        sums[static_cast<std::size_t>(k)].block_param[static_cast<std::size_t>(b)] = block_sums[k - k0].param;
+      }
+    }
+  });
+  if (want_dot)
+    for (int64_t b = 0; b < blocks.count; ++b)
+      for (int64_t k = 0; k < count; ++k)
+        sums[static_cast<std::size_t>(k)].dot += block_dot[static_cast<std::size_t>(b * count + k)];
 }
 
 void codes_of_plan(const Plan& plan, const float* x, int64_t numel, int32_t* codes) {
@@ -202,6 +304,18 @@ void codes_of_plan(const Plan& plan, const float* x, int64_t numel, int32_t* cod
       for (int64_t i = begin; i < end; ++i) codes[i] = level_code<G, Tanh>(p, x[i]);
     });
   });
+}
+
+void QuantizerImpl::backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight,
+                             bool accumulate, Tensor& grad_input) {
+  const Gate rule = gate(plan);
+  if (rule.kind == GateKind::custom)
+    throw Error(describe(spec) + ": a custom backward rule without its own backward()");
+  const BackwardTerm terms[] = {{&plan, &rule, weight}};
+  BackwardSums sums[1];
+  backward_plans(terms, false, x.data(), grad_output.data(), x.numel(), accumulate ? Sink::accumulate : Sink::store,
+                 grad_input.data(), sums);
+  add_parameter_gradient(x, Blocks(static_cast<int64_t>(plan.groups.size()), x.numel()), sums[0].block_param, weight);
 }
 
 }  // namespace bitmix::quant::detail

@@ -2,8 +2,10 @@
 // Internal machinery shared by every quantizer kind.
 //
 // A quantizer turns its state and (for data-dependent kinds) the input into a Plan: one level
-// grid per group. The forward pass, the integer export and the dot product then run the same
-// element function over the plan, so fake-quant values and exported codes cannot disagree.
+// grid per group, and a Gate: its straight-through rule per group. The forward pass, the dot
+// product and the backward pass run the per-ISA elementwise kernels (elementwise.hpp) over them,
+// for one quantizer or several mixed in one pass; the integer export runs the same element
+// functions in scalar form here, so fake-quant values and exported codes cannot disagree.
 //
 // Work is split into fixed blocks that never cross a group boundary. Reductions produce one
 // partial per block and combine them in block order, so results do not depend on the number
@@ -19,6 +21,7 @@
 
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/quant/quantizer.hpp"
+#include "quant/elementwise.hpp"
 #include "quant/rounding.hpp"
 
 namespace bitmix::quant::detail {
@@ -26,26 +29,19 @@ namespace bitmix::quant::detail {
 // ---------------------------------------------------------------------------------------------
 // Plans.
 
-enum class GridKind : uint8_t {
-  identity,      // y = x (float bypass)
-  uniform,       // k = round_half_even(clamp(x * in_mul, k_min, k_max)), y = scale * k, code = k + zero_point
-  odd,           // k = floor(clamp(t * in_mul, k_min, k_max)), c = 2k + 1, y = scale * c, code = c
-  power_of_two,  // m = |x| * in_mul; c = sign(x) * (0 or 2^j, j <= k_max), y = scale * c, code = c
-  ternary,       // c = sign(x) if |x| > in_mul else 0, y = scale * c, code = c
-};
-
-struct GroupGrid {
-  float in_mul = 1.0f;  // multiplier applied to the input (uniform, odd, power_of_two) or threshold (ternary)
-  float scale = 1.0f;   // output = scale * integer level
-  float k_min = 0.0f;   // integer bounds (uniform, odd); power_of_two: unused
-  float k_max = 0.0f;   // power_of_two: the largest exponent index
-  int32_t zero_point = 0;
-};
+// GridKind and GroupGrid live in elementwise.hpp (the kernels read them).
 
 struct Plan {
   GridKind grid = GridKind::identity;
   bool tanh_input = false;  // odd grid on tanh(x) (DoReFa weights)
   std::vector<GroupGrid> groups;
+};
+
+// The straight-through rule of a backward pass: one GroupGate per group of the plan (unused for
+// GateKind::everything and custom).
+struct Gate {
+  GateKind kind = GateKind::everything;
+  std::vector<GroupGate> groups;
 };
 
 // A power-of-two level's integer for m = |x| / smallest_level: 0 below 1/2, otherwise the
@@ -127,50 +123,44 @@ enum StatsWanted : unsigned { kStatsMinMax = 1, kStatsAbs = 2, kStatsSquares = 4
 std::vector<GroupStats> group_stats(const float* x, const Blocks& blocks, unsigned wanted);
 
 // ---------------------------------------------------------------------------------------------
-// Running a plan.
+// Running plans (through the kernels of the active ISA).
 
-enum class Sink : uint8_t { store, accumulate };
+// The kernels of active_isa().
+const ElementKernels& element_kernels();
+
+// Where a pass starts: store (out = result; the constant -0, which adds to any v as v), zero
+// (out = 0 + result, the sum a zeroed output accumulates) or accumulate (out += result).
+enum class Sink : uint8_t { store, zero, accumulate };
+
 // out[i] = Q(x)[i] (store) or out[i] += weight * Q(x)[i] (accumulate). `out` may equal `x`.
 void run_plan(const Plan& plan, const float* x, int64_t numel, Sink sink, float weight, float* out);
-// sum_i g[i] * Q(x)[i] in double.
+// sum_i g[i] * Q(x)[i] in double (16 lanes per block, blocks in order).
 double dot_plan(const Plan& plan, const float* x, const float* g, int64_t numel);
 // Integer codes; fake-quant value of element i == scale * float(code - zero_point).
 void codes_of_plan(const Plan& plan, const float* x, int64_t numel, int32_t* codes);
 
-// One block of a masked straight-through backward; everything by value so that the loop body
-// touches only the three arrays (a captured reference would be reloaded every iteration).
-template <bool kAccumulate, class Gate>
-void masked_backward_block(const float* x, const float* grad_output, float* grad_input, int64_t n, float weight,
-                           Gate gate) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float pass = gate(x[i], weight * grad_output[i]);
-    if constexpr (kAccumulate)
-      grad_input[i] += pass;
-    else
-      grad_input[i] = pass;
-  }
-}
+// out[i] = base + Σ_k weights[k] * Q_k(x)[i], candidates summed in order (base: see Sink).
+// Every plan has the same grid kind, tanh flag and group count; `out` may equal `x`.
+void mix_plans(std::span<const Plan* const> plans, std::span<const float> weights, const float* x, int64_t numel,
+               Sink sink, float* out);
 
-// Backward of straight-through estimators with a mask: grad_input[i] = weight * grad_output[i]
-// where the mask passes x[i], else 0 (or += when accumulating). `gate_of(g)` returns group g's
-// gate, a callable float(float x, float gradient) returning the gradient or 0; written with
-// nested float selects (cond ? value : 0), it vectorizes, where a bool-returning mask does not.
-template <class GateOf>
-void masked_backward(const Blocks& blocks, const float* x, const float* grad_output, float weight, bool accumulate,
-                     float* grad_input, GateOf&& gate_of) {
-  for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t) {
-    if (accumulate)
-      masked_backward_block<true>(x + begin, grad_output + begin, grad_input + begin, end - begin, weight, gate_of(g));
-    else
-      masked_backward_block<false>(x + begin, grad_output + begin, grad_input + begin, end - begin, weight, gate_of(g));
-  });
-}
-
-// The gate of the identity straight-through estimator.
-inline auto pass_everything() {
-  return [](int64_t) { return [](float, float gradient) { return gradient; }; };
-}
+// One quantizer in a backward pass.
+struct BackwardTerm {
+  const Plan* plan = nullptr;
+  const Gate* gate = nullptr;
+  float weight = 1.0f;
+};
+struct BackwardSums {
+  double dot = 0.0;                 // sum_i g[i] * Q(x)[i] (when asked for)
+  std::vector<double> block_param;  // per block: the gate's parameter term summed
+};
+// True if backward_plans can run these terms (all with the same grid, tanh flag, gate kind and
+// group count, a gate other than custom, a fused kernel for the pair when want_dot).
+bool can_backward_together(std::span<const BackwardTerm> terms, bool want_dot);
+// grad_input[i] = base + Σ_k (gate_k passes ? weight_k * g[i] : 0) (base: see Sink), and per
+// term the dot product (want_dot) and the per-block parameter sums. grad_input may equal g.
+void backward_plans(std::span<const BackwardTerm> terms, bool want_dot, const float* x, const float* g,
+                    int64_t numel, Sink sink, float* grad_input, std::span<BackwardSums> sums);
 
 // ---------------------------------------------------------------------------------------------
 // The implementation behind quant::Quantizer.
@@ -189,9 +179,19 @@ class QuantizerImpl {
   virtual Plan plan(const Tensor* x) const = 0;
   // Encoding, code bits and code range of the export (scales and zero points come from the plan).
   virtual void describe_codes(QuantParams& params) const = 0;
+  // The straight-through rule for `plan` (which plan(&x) returned). GateKind::custom: the
+  // backward is not elementwise and the quantizer overrides backward().
+  virtual Gate gate(const Plan& plan) const = 0;
+  // Adds weight * the gradient of the learnable parameters into Parameter::grad, given the sums
+  // of the gate's parameter term per block of Blocks(groups, x.numel()).
+  virtual void add_parameter_gradient(const Tensor& x, const Blocks& blocks, const std::vector<double>& block_sums,
+                                      float weight) {
+    (void)x, (void)blocks, (void)block_sums, (void)weight;
+  }
   // dL/dx into grad_input (= or += weight *) and weight * parameter gradients into Parameter::grad.
+  // The default runs the gate and add_parameter_gradient.
   virtual void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight,
-                        bool accumulate, Tensor& grad_input) = 0;
+                        bool accumulate, Tensor& grad_input);
 
   virtual bool accepts_range() const noexcept { return false; }
   virtual RangeShape range_shape() const;
@@ -206,6 +206,10 @@ class QuantizerImpl {
 };
 
 std::unique_ptr<QuantizerImpl> make_impl(const QuantizerSpec& spec);
+
+struct QuantizerAccess {
+  static QuantizerImpl& impl(const Quantizer& q) { return q.impl(); }
+};
 
 // Factories of the kinds (one source file each family).
 std::unique_ptr<QuantizerImpl> make_float_bypass(const QuantizerSpec& spec);

@@ -1,6 +1,7 @@
 // Quantizers with learnable parameters: LSQ (step size, Esser et al. 2020) and PACT (clip,
-// Choi et al. 2018). Their gradients are reduced per block and combined in block order, so
-// they do not depend on the number of threads.
+// Choi et al. 2018). Their gradients are reduced per block (by the elementwise kernels, in 16
+// fixed lanes) and combined in block order, so they depend neither on the number of threads nor
+// on the ISA.
 
 #include <fmt/format.h>
 
@@ -11,47 +12,6 @@
 
 namespace bitmix::quant::detail {
 namespace {
-
-// One block of LSQ's backward: writes (or adds) dL/dx and returns the block's sum of
-// dQ/ds * dL/dQ (kept in float lanes; blocks are combined in double). Constants come by value
-// and the body is branch-free, so the loop vectorizes.
-template <bool kAccumulate, bool kBinary>
-float lsq_backward_block(const float* x, const float* gy, float* gx, int64_t n, float inv_step, float qn, float qp,
-                         float weight) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] * inv_step;
-    const float clipped = clamp_nan_low(v, qn, qp);  // -Q_N or Q_P outside: their dQ/ds
-    const float level = kBinary ? (v < 0.0f ? -1.0f : 1.0f) : round_half_even(clipped);
-    const bool inside = (v > qn) & (v < qp);
-    sum += (inside ? level - v : clipped) * gy[i];
-    const float pass = inside ? weight * gy[i] : 0.0f;
-    if constexpr (kAccumulate)
-      gx[i] += pass;
-    else
-      gx[i] = pass;
-  }
-  return sum;
-}
-
-// One block of PACT's backward: dL/dx on [0, alpha); returns the block's sum of dL/dQ where x >= alpha.
-template <bool kAccumulate>
-float pact_backward_block(const float* x, const float* gy, float* gx, int64_t n, float alpha, float weight) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gy[i];
-    const float high = x[i] >= alpha ? g : 0.0f;
-    sum += high;
-    const float pass = x[i] >= 0.0f ? weight * (g - high) : 0.0f;
-    if constexpr (kAccumulate)
-      gx[i] += pass;
-    else
-      gx[i] = pass;
-  }
-  return sum;
-}
 
 class Lsq final : public QuantizerImpl {
  public:
@@ -119,38 +79,25 @@ class Lsq final : public QuantizerImpl {
     }
   }
 
-  void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    // LSQ (Esser et al. 2020, eq. 3 and 5), with v = x / s:
-    //   dQ/dx = 1 if -Q_N < v < Q_P, else 0
-    //   dQ/ds = round(v) - v inside, -Q_N if v <= -Q_N, Q_P if v >= Q_P
-    // and the step gradient scaled by g = 1 / sqrt(N * Q_P). For 1-bit weights (levels +-s) the
-    // rounding is sign(v), so inside |v| < 1 the step gradient is sign(v) - v.
-    const Blocks blocks(spec.groups(), x.numel());
-    const float* xs = x.data();
-    const float* gy = grad_output.data();
-    float* gx = grad_input.data();
+  // LSQ (Esser et al. 2020, eq. 3 and 5), with v = x / s:
+  //   dQ/dx = 1 if -Q_N < v < Q_P, else 0
+  //   dQ/ds = round(v) - v inside, -Q_N if v <= -Q_N, Q_P if v >= Q_P
+  // and the step gradient scaled by g = 1 / sqrt(N * Q_P). For 1-bit weights (levels +-s) the
+  // rounding is sign(v), so inside |v| < 1 the step gradient is sign(v) - v. The kernels sum
+  // dQ/ds * dL/dQ per block (GateKind::lsq); add_parameter_gradient scales it.
+  Gate gate(const Plan& plan) const override {
+    Gate rule;
+    rule.kind = binary_ ? GateKind::lsq_binary : GateKind::lsq;
     const auto qn = static_cast<float>(-q_neg_);
     const auto qp = static_cast<float>(q_pos_);
-    std::vector<double> partial(static_cast<std::size_t>(blocks.count), 0.0);
-    for_each_block(blocks, [&](int64_t g, int64_t begin, int64_t end, int64_t b) {
-      const GroupGrid& p = plan.groups[static_cast<std::size_t>(g)];
-      const float inv_step = binary_ ? 2.0f * p.in_mul : p.in_mul;  // the odd grid's in_mul is 1/(2s)
-      const float* xb = xs + begin;
-      const float* gyb = gy + begin;
-      float* gxb = gx + begin;
-      const int64_t n = end - begin;
-      float sum = 0.0f;
-      if (accumulate)
-        sum = binary_ ? lsq_backward_block<true, true>(xb, gyb, gxb, n, inv_step, qn, qp, weight)
-                      : lsq_backward_block<true, false>(xb, gyb, gxb, n, inv_step, qn, qp, weight);
-      else
-        sum = binary_ ? lsq_backward_block<false, true>(xb, gyb, gxb, n, inv_step, qn, qp, weight)
-                      : lsq_backward_block<false, false>(xb, gyb, gxb, n, inv_step, qn, qp, weight);
-      const double total = static_cast<double>(sum);
-      partial[static_cast<std::size_t>(b)] = total;
-    });
-    const std::vector<double> per_group = combine_per_group(blocks, partial);
+    for (const GroupGrid& p : plan.groups)
+      rule.groups.push_back({binary_ ? 2.0f * p.in_mul : p.in_mul, qn, qp});  // the odd grid's in_mul is 1/(2s)
+    return rule;
+  }
+
+  void add_parameter_gradient(const Tensor& x, const Blocks& blocks, const std::vector<double>& block_sums,
+                              float weight) override {
+    const std::vector<double> per_group = combine_per_group(blocks, block_sums);
     const double n = static_cast<double>(spec.role == Role::weight ? blocks.group_size : features_per_example(x));
     const double grad_scale = 1.0 / std::sqrt(std::max(1.0, n) * static_cast<double>(q_pos_));
     for (std::size_t g = 0; g < per_group.size(); ++g)
@@ -242,25 +189,19 @@ class Pact final : public QuantizerImpl {
     params.max_code = unsigned_max(spec.bits);
   }
 
-  void backward(const Tensor& x, const Plan&, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    // PACT: y = clip(x, 0, alpha) then quantized with the STE, so dy/dx = 1 for 0 <= x < alpha
-    // and dy/dalpha = 1 where x >= alpha, 0 elsewhere.
-    const float alpha = safe_scale(alpha_.value[0]);
-    const Blocks blocks(1, x.numel());
-    const float* xs = x.data();
-    const float* gy = grad_output.data();
-    float* gx = grad_input.data();
-    std::vector<double> partial(static_cast<std::size_t>(blocks.count), 0.0);
-    for_each_block(blocks, [&](int64_t, int64_t begin, int64_t end, int64_t b) {
-      const float sum = accumulate
-                            ? pact_backward_block<true>(xs + begin, gy + begin, gx + begin, end - begin, alpha, weight)
-                            : pact_backward_block<false>(xs + begin, gy + begin, gx + begin, end - begin, alpha, weight);
-      const double total = static_cast<double>(sum);
-      partial[static_cast<std::size_t>(b)] = total;
-    });
+  // PACT: y = clip(x, 0, alpha) then quantized with the STE, so dy/dx = 1 for 0 <= x < alpha
+  // and dy/dalpha = 1 where x >= alpha, 0 elsewhere (GateKind::pact sums dL/dQ there).
+  Gate gate(const Plan&) const override {
+    Gate rule;
+    rule.kind = GateKind::pact;
+    rule.groups.push_back({1.0f, 0.0f, safe_scale(alpha_.value[0])});
+    return rule;
+  }
+
+  void add_parameter_gradient(const Tensor&, const Blocks&, const std::vector<double>& block_sums,
+                              float weight) override {
     double sum = 0.0;
-    for (double v : partial) sum += v;
+    for (double v : block_sums) sum += v;
     alpha_.grad[0] += static_cast<float>(static_cast<double>(weight) * sum);
   }
 

@@ -25,11 +25,7 @@ class FloatBypass final : public QuantizerImpl {
   void describe_codes(QuantParams&) const override {
     throw ArgumentError(fmt::format("{}: a float quantizer has no integer export", describe(spec)));
   }
-  void backward(const Tensor& x, const Plan&, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
-                    pass_everything());
-  }
+  Gate gate(const Plan&) const override { return {}; }  // identity: everything passes
 };
 
 class RangeQuantizer final : public QuantizerImpl {
@@ -106,18 +102,13 @@ class RangeQuantizer final : public QuantizerImpl {
     }
   }
 
-  void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    // Straight-through estimator with clipping: dQ/dx = 1 where x lies inside the grid's range
-    // (before rounding), 0 where it was clipped.
-    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
-                    grad_input.data(), [&](int64_t g) {
-                      const GroupGrid p = plan.groups[static_cast<std::size_t>(g)];
-                      return [p](float v, float gradient) {
-                        const float t = v * p.in_mul;
-                        return t >= p.k_min ? (t <= p.k_max ? gradient : 0.0f) : 0.0f;
-                      };
-                    });
+  // Straight-through estimator with clipping: dQ/dx = 1 where x lies inside the grid's range
+  // (before rounding), 0 where it was clipped.
+  Gate gate(const Plan& plan) const override {
+    Gate rule;
+    rule.kind = GateKind::clip;
+    for (const GroupGrid& p : plan.groups) rule.groups.push_back({p.in_mul, p.k_min, p.k_max});
+    return rule;
   }
 
   bool accepts_range() const noexcept override { return true; }

@@ -47,13 +47,6 @@ void describe_odd_levels(QuantParams& params, int bits) {
   params.min_code = -params.max_code;
 }
 
-// Identity straight-through estimator (the scale is treated as a constant).
-void identity_backward(const Tensor& x, const Tensor& grad_output, float weight, bool accumulate,
-                       Tensor& grad_input) {
-  masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
-                  pass_everything());
-}
-
 class Binary final : public QuantizerImpl {
  public:
   using QuantizerImpl::QuantizerImpl;
@@ -62,10 +55,7 @@ class Binary final : public QuantizerImpl {
     return binary_plan(spec, *x);
   }
   void describe_codes(QuantParams& params) const override { describe_odd_levels(params, 1); }
-  void backward(const Tensor& x, const Plan&, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    identity_backward(x, grad_output, weight, accumulate, grad_input);
-  }
+  Gate gate(const Plan&) const override { return {}; }  // identity STE (the scale is a constant)
 };
 
 class Dorefa final : public QuantizerImpl {
@@ -118,25 +108,25 @@ class Dorefa final : public QuantizerImpl {
     }
   }
 
+  Gate gate(const Plan& plan) const override {
+    Gate rule;
+    if (spec.role == Role::activation) {
+      // STE through the rounding, clip's derivative: 1 on [0, 1] (t = x * n in [0, n]).
+      const float n = plan.groups[0].in_mul;
+      rule.kind = GateKind::clip;
+      rule.groups.push_back({n, 0.0f, n});
+    } else if (spec.bits > 1) {
+      rule.kind = GateKind::custom;  // through tanh and the max: weight_backward
+    }
+    return rule;  // 1-bit weights: identity STE
+  }
+
   void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
                 Tensor& grad_input) override {
-    if (spec.role == Role::activation) {
-      // STE through the rounding, clip's derivative: 1 on [0, 1].
-      const float n = plan.groups[0].in_mul;
-      masked_backward(Blocks(1, x.numel()), x.data(), grad_output.data(), weight, accumulate, grad_input.data(),
-                      [n](int64_t) {
-                        return [n](float v, float gradient) {
-                          const float t = v * n;
-                          return t >= 0.0f ? (t <= n ? gradient : 0.0f) : 0.0f;
-                        };
-                      });
-      return;
-    }
-    if (spec.bits == 1) {
-      identity_backward(x, grad_output, weight, accumulate, grad_input);
-      return;
-    }
-    weight_backward(x, grad_output, weight, accumulate, grad_input);
+    if (spec.role == Role::weight && spec.bits > 1)
+      weight_backward(x, grad_output, weight, accumulate, grad_input);
+    else
+      QuantizerImpl::backward(x, plan, grad_output, weight, accumulate, grad_input);
   }
 
  private:
@@ -222,16 +212,14 @@ class Sawb final : public QuantizerImpl {
 
   void describe_codes(QuantParams& params) const override { describe_odd_levels(params, spec.bits); }
 
-  void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    // STE inside the clip range |w| <= alpha (alpha = n * scale), zero outside; alpha is a
-    // statistic of the weights and is not differentiated.
+  // STE inside the clip range |w| <= alpha (alpha = n * scale), zero outside; alpha is a
+  // statistic of the weights and is not differentiated.
+  Gate gate(const Plan& plan) const override {
     const auto n = static_cast<float>(unsigned_max(spec.bits));
-    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
-                    grad_input.data(), [&](int64_t g) {
-                      const float top = n * plan.groups[static_cast<std::size_t>(g)].scale;
-                      return [top](float v, float gradient) { return std::fabs(v) <= top ? gradient : 0.0f; };
-                    });
+    Gate rule;
+    rule.kind = GateKind::abs_clip;
+    for (const GroupGrid& p : plan.groups) rule.groups.push_back({1.0f, 0.0f, n * p.scale});
+    return rule;
   }
 };
 
@@ -273,17 +261,13 @@ class PowerOfTwo final : public QuantizerImpl {
     params.min_code = -params.max_code;
   }
 
-  void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    // STE inside the largest level's magnitude, zero beyond it.
-    masked_backward(Blocks(spec.groups(), x.numel()), x.data(), grad_output.data(), weight, accumulate,
-                    grad_input.data(), [&](int64_t g) {
-                      const GroupGrid& p = plan.groups[static_cast<std::size_t>(g)];
-                      // The largest level's magnitude, in units of the smallest level.
-                      const float top = std::ldexp(1.0f, static_cast<int>(p.k_max));
-                      const float in_mul = p.in_mul;
-                      return [top, in_mul](float v, float gradient) { return std::fabs(v) * in_mul <= top ? gradient : 0.0f; };
-                    });
+  // STE inside the largest level's magnitude, zero beyond it: |x| * in_mul (in units of the
+  // smallest level) <= 2^k_max.
+  Gate gate(const Plan& plan) const override {
+    Gate rule;
+    rule.kind = GateKind::abs_clip;
+    for (const GroupGrid& p : plan.groups) rule.groups.push_back({p.in_mul, 0.0f, std::ldexp(1.0f, static_cast<int>(p.k_max))});
+    return rule;
   }
 
  private:
@@ -337,10 +321,7 @@ class Ternary final : public QuantizerImpl {
     params.max_code = 1;
   }
 
-  void backward(const Tensor& x, const Plan&, const Tensor& grad_output, float weight, bool accumulate,
-                Tensor& grad_input) override {
-    identity_backward(x, grad_output, weight, accumulate, grad_input);
-  }
+  Gate gate(const Plan&) const override { return {}; }  // identity STE
 };
 
 }  // namespace

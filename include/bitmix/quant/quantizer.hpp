@@ -148,6 +148,7 @@ enum class RangeShape : uint8_t { affine, symmetric, nonnegative };
 
 namespace detail {
 class QuantizerImpl;
+struct QuantizerAccess;  // lets the library's own code (mixing.cpp) reach the implementation
 }
 
 // A quantizer of one kind, role, bitwidth and granularity. Move-only; a moved-from Quantizer
@@ -223,6 +224,7 @@ class Quantizer {
   void unfreeze_range();
 
  private:
+  friend struct detail::QuantizerAccess;
   detail::QuantizerImpl& impl() const;
   std::unique_ptr<detail::QuantizerImpl> impl_;
 };
