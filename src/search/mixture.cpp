@@ -8,6 +8,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/nn/functional.hpp"
+#include "bitmix/quant/mixing.hpp"
 
 namespace bitmix::search {
 
@@ -103,13 +104,23 @@ void QuantizerMixture::fix_to(std::size_t index) {
     strength_.value[static_cast<int64_t>(i)] = i == index ? 0.0f : -std::numeric_limits<float>::infinity();
 }
 
+// Forward and backward run every candidate with a nonzero probability in ONE pass over the tensor
+// (quant::mix_forward / mix_backward), bit for bit the loop of forward_accumulate /
+// dot_output / backward_accumulate calls in candidate order they replace.
 const Tensor& QuantizerMixture::forward(const Tensor& x) {
   forward_probabilities_ = softmax(training() && gumbel_rng_ != nullptr);
-  nn::ensure_shape(output_, x.shape());
-  output_.zero();
+  std::vector<quant::Quantizer*> active;
+  std::vector<float> weights;
   for (std::size_t i = 0; i < bits_.size(); ++i)
-    if (forward_probabilities_[i] != 0.0)
-      quantizers_[i]->forward_accumulate(x, static_cast<float>(forward_probabilities_[i]), output_);
+    if (forward_probabilities_[i] != 0.0) {
+      active.push_back(quantizers_[i].get());
+      weights.push_back(static_cast<float>(forward_probabilities_[i]));
+    }
+  nn::ensure_shape(output_, x.shape());
+  if (active.empty())
+    output_.zero();
+  else
+    quant::mix_forward(active, weights, x, output_);
   return output_;
 }
 
@@ -117,16 +128,27 @@ const Tensor& QuantizerMixture::backward(const Tensor& x, const Tensor& grad_out
   if (forward_probabilities_.size() != bits_.size())
     throw Error("QuantizerMixture::backward called before forward");
   const std::vector<double>& p = forward_probabilities_;
+  std::vector<quant::Quantizer*> active;
+  std::vector<float> weights;
+  std::vector<std::size_t> index;
+  for (std::size_t i = 0; i < bits_.size(); ++i)
+    if (p[i] != 0.0) {
+      active.push_back(quantizers_[i].get());
+      weights.push_back(static_cast<float>(p[i]));
+      index.push_back(i);
+    }
   nn::ensure_shape(grad_input_, x.shape());
-  grad_input_.zero();
   std::vector<double> grad_p(bits_.size(), 0.0);
-  double mean = 0;
-  for (std::size_t i = 0; i < bits_.size(); ++i) {
-    if (p[i] == 0.0) continue;
-    grad_p[i] = quantizers_[i]->dot_output(x, grad_output);
-    mean += p[i] * grad_p[i];
-    quantizers_[i]->backward_accumulate(x, grad_output, static_cast<float>(p[i]), grad_input_);
+  if (active.empty()) {
+    grad_input_.zero();
+  } else {
+    std::vector<double> grad_active(active.size(), 0.0);
+    quant::mix_backward(active, weights, x, grad_output, grad_input_, grad_active);
+    for (std::size_t k = 0; k < active.size(); ++k) grad_p[index[k]] = grad_active[k];
   }
+  double mean = 0;
+  for (std::size_t i = 0; i < bits_.size(); ++i)
+    if (p[i] != 0.0) mean += p[i] * grad_p[i];
   for (std::size_t j = 0; j < bits_.size(); ++j)
     strength_.grad[static_cast<int64_t>(j)] += static_cast<float>(p[j] * (grad_p[j] - mean) / temperature_);
   return grad_input_;

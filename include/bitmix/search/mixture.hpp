@@ -16,7 +16,8 @@
 //   dL/dα_j = (1/τ) p_j (dL/dp_j − Σ_i p_i dL/dp_i)  (softmax Jacobian)
 //   the step of Q_i receives p_i times its LSQ gradient.
 // Candidates whose probability is exactly 0 are skipped, so a one-hot mixture computes exactly
-// what the plain quantizer of that bitwidth computes.
+// what the plain quantizer of that bitwidth computes. The other candidates are evaluated together
+// in one pass over the tensor each way (quant::mix_forward / mix_backward), not one per candidate.
 
 #include <memory>
 #include <span>
