@@ -188,6 +188,7 @@ void Session::run_dense_conv(std::size_t index, const Tensor& src, bool normaliz
   const ClampRange clamp = clamp_[d.quantize_op];
   const int32_t z = q.quant.zero_point;
   const float lo_t = static_cast<float>(-z - 1), hi_t = static_cast<float>(q.quant.max_code() - z + 1);
+  const float k_min = static_cast<float>(q.min_code - z), k_max = static_cast<float>(q.max_code - z);
   const float scale = q.quant.scale, inverse = 1.0f / q.quant.scale;
   const bool reciprocal = q.quant.reciprocal;
   const int64_t plane = d.height * d.width, padded_plane = d.padded_h * d.padded_w;
@@ -203,20 +204,28 @@ void Session::run_dense_conv(std::size_t index, const Tensor& src, bool normaliz
       const float s = normalize ? info.stddev[static_cast<std::size_t>(c)] : 1.0f;
       for (int64_t y = 0; y < d.height; ++y) {
         float* row = padded.data() + c * padded_plane + (y + pad_h) * d.padded_w + pad_w;
-        for (int64_t x = 0; x < d.width; ++x) {
-          // The quantize op's code (kernels::quantize_code with the clamp of its code range),
-          // minus the zero point.
-          float v = in[y * d.width + x];
-          if (normalize) v = (v - m) / s;
-          if (clamp.active) {
-            v = v >= clamp.lo ? v : clamp.lo;
-            v = v <= clamp.hi ? v : clamp.hi;
+        const float* src_row = in + y * d.width;
+        // The quantize op's code (kernels::quantize_code, then the clamp of its code range)
+        // minus the zero point, in float: branch-free passes that vectorize.
+        if (normalize)
+          for (int64_t x = 0; x < d.width; ++x) row[x] = (src_row[x] - m) / s;
+        else
+          std::copy(src_row, src_row + d.width, row);
+        if (clamp.active)
+          for (int64_t x = 0; x < d.width; ++x) {
+            const float v = row[x] >= clamp.lo ? row[x] : clamp.lo;
+            row[x] = v <= clamp.hi ? v : clamp.hi;
           }
-          float t = reciprocal ? v * inverse : v / scale;
-          t = t >= lo_t ? t : lo_t;  // NaN -> below the range -> code 0, as quantize_code
+        if (reciprocal)
+          for (int64_t x = 0; x < d.width; ++x) row[x] *= inverse;
+        else
+          for (int64_t x = 0; x < d.width; ++x) row[x] /= scale;
+        for (int64_t x = 0; x < d.width; ++x) {
+          float t = row[x] >= lo_t ? row[x] : lo_t;  // NaN -> below the range -> code 0, as quantize_code
           t = t <= hi_t ? t : hi_t;
-          const int32_t code = std::clamp(static_cast<int32_t>(round_half_even(t)) + z, q.min_code, q.max_code);
-          row[x] = static_cast<float>(code - z);
+          const float k = round_half_even(t);
+          const float lower = k >= k_min ? k : k_min;
+          row[x] = lower <= k_max ? lower : k_max;
         }
       }
     }
