@@ -468,7 +468,6 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
   if (logits.shape() != shape) logits = Tensor(shape);
   std::copy(out.data(), out.data() + out.numel(), logits.data());
   last_run_seconds_ = total.seconds();
-  batch_ = batch;
   has_run_ = true;
 }
 

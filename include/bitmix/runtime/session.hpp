@@ -108,8 +108,6 @@ class Session {
   std::vector<ClampRange> clamp_;
   std::vector<std::unique_ptr<DenseConv>> dense_;  // per op, null unless it runs as a float GEMM
   std::vector<bool> skip_;                         // per op: a quantize op nobody needs
-  const Tensor* input_ = nullptr;
-  int64_t batch_ = 0;
   std::vector<OpTiming> timings_;
   double last_run_seconds_ = 0.0;
   bool has_run_ = false;
