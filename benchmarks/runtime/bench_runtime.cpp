@@ -8,9 +8,8 @@
 //   BITMIX_BENCH_SAVE_DIR=/tmp/m bitmix_runtime_bench   # also save the compiled models there
 //
 // Without BITMIX_BENCH_MODELS the models are compiled in-process from a randomly initialized
-// QAT ResNet-20 (speed does not depend on the weights). The mixed configuration is fixed (see
-// mixed_config): 2- and 3-bit weights, 2- to 4-bit activations, more bits in the first stage,
-// the shape EBS searches usually take.
+// QAT ResNet-20 (speed does not depend on the weights). The mixed configuration is an EBS result
+// (see mixed_config).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
@@ -26,6 +25,7 @@
 #include "bitmix/deploy/compiler.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/quantization.hpp"
+#include "bitmix/quant/bit_config.hpp"
 #include "bitmix/runtime/session.hpp"
 
 namespace {
@@ -34,12 +34,25 @@ using namespace bitmix;
 
 const Shape kImage{3, 32, 32};
 
+// The mixed configuration: what `bitmix search` (EBS, candidates 2-4 bits, a budget of the
+// BitOPs of uniform 3 bits, 1 epoch on 20000 Fashion-MNIST images from a 4-epoch float
+// ResNet-20) chose; BITMIX_BENCH_MIXED_BITS=bits.json replaces it with another BitConfig.
 void mixed_config(quant::BitConfig& config) {
-  for (std::size_t i = 1; i + 1 < config.layers.size(); ++i) {
-    quant::LayerBits& l = config.layers[i];
-    const bool stage1 = l.name.rfind("layer1", 0) == 0, stage3 = l.name.rfind("layer3", 0) == 0;
-    l.w_bits = stage1 ? 3 : 2;
-    l.a_bits = stage1 ? 4 : (stage3 ? 2 : 3);
+  if (const char* path = std::getenv("BITMIX_BENCH_MIXED_BITS"); path != nullptr && *path != '\0') {
+    const quant::BitConfig file = quant::BitConfig::load(path);
+    for (quant::LayerBits& l : config.layers) {
+      const quant::LayerBits& f = file.at(l.name);
+      l.w_bits = f.w_bits;
+      l.a_bits = f.a_bits;
+    }
+    return;
+  }
+  // w_bits, a_bits of layer{1,2,3}.{0,1,2}.conv{1,2} in order.
+  static const int kBits[18][2] = {{3, 4}, {3, 3}, {3, 4}, {2, 4}, {2, 3}, {3, 4}, {3, 4}, {2, 4}, {3, 4},
+                                   {2, 4}, {2, 4}, {2, 3}, {3, 4}, {3, 4}, {3, 4}, {2, 4}, {2, 2}, {2, 2}};
+  for (std::size_t i = 1; i + 1 < config.layers.size() && i <= 18; ++i) {
+    config.layers[i].w_bits = kBits[i - 1][0];
+    config.layers[i].a_bits = kBits[i - 1][1];
   }
 }
 
