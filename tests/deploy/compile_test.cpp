@@ -14,6 +14,7 @@
 // still agree on almost every input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -188,6 +189,71 @@ INSTANTIATE_TEST_SUITE_P(
                       SchemeCase{"binary_a2", "binary", 1, 2}, SchemeCase{"ternary_a2", "ternary", 2, 2},
                       SchemeCase{"pot_w4a4", "pot", 4, 4}),
     [](const ::testing::TestParamInfo<SchemeCase>& p) { return std::string(p.param.name); });
+
+// ---- Activation codes: the kernels' quantizer the compiler chose against quant's own.
+
+// Every activation quantizer of the net against the kernels' ActivationQuant the compiled model
+// uses for it (a quantize op or a requantizing epilogue), on values at and next to every
+// rounding threshold of its grid.
+void expect_codes_match(const std::string& scheme, int bits, bool expect_exact) {
+  const nn::QuantScheme s = nn::parse_quant_scheme(scheme);
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{bits, bits, s.w_quant, s.a_quant}, 61);
+  CompileReport report;
+  const runtime::Model model = testing::compile_net(net, &report);
+  int compared = 0, other_form_mismatches = 0;
+  for (const nn::LayerQuantizers& l : nn::attached_quantizers(*net.model, net.image())) {
+    // The value the layer's op reads is produced by its quantize op or by a requantizing conv.
+    const runtime::Op* consumer = nullptr;
+    for (const runtime::Op& op : model.ops())
+      if (op.name == l.name) consumer = &op;
+    ASSERT_NE(consumer, nullptr) << l.name;
+    const runtime::ValueInfo& v = model.values()[static_cast<std::size_t>(consumer->inputs[0])];
+    const kernels::ActivationQuant& kq = v.quant;
+    quant::Quantizer& q = l.input->quantizer();
+    const quant::QuantParams p = q.params();
+    std::vector<float> probes;
+    for (int32_t k = p.min_code; k <= p.max_code + 1; ++k) {
+      float x = (static_cast<float>(k - p.zero_points[0]) - 0.5f) * p.scales[0];
+      for (int u = 0; u < 4; ++u) x = std::nextafter(x, -INFINITY);
+      for (int u = 0; u < 9; ++u, x = std::nextafter(x, INFINITY)) probes.push_back(x);
+    }
+    Tensor t({static_cast<int64_t>(probes.size())});
+    std::copy(probes.begin(), probes.end(), t.data());
+    const quant::QuantizedTensor expected = q.quantize(t);
+    int mismatches = 0;
+    kernels::ActivationQuant other_form = kq;  // x / s instead of x * (1/s): must be told apart
+    other_form.reciprocal = !other_form.reciprocal;
+    for (std::size_t i = 0; i < probes.size(); ++i) {
+      const int32_t got = std::clamp<int32_t>(kernels::quantize_code(probes[i], kq), p.min_code, p.max_code);
+      mismatches += got != expected.codes[i];
+      other_form_mismatches +=
+          std::clamp<int32_t>(kernels::quantize_code(probes[i], other_form), p.min_code, p.max_code) != expected.codes[i];
+    }
+    if (expect_exact) {
+      EXPECT_EQ(mismatches, 0) << l.name << " (" << q.describe() << ")";
+    } else {
+      EXPECT_LE(mismatches, static_cast<int>(probes.size() / 9 * 2)) << l.name;  // only next to ties
+    }
+    ++compared;
+  }
+  EXPECT_GT(compared, 5);
+  if (expect_exact) {
+    EXPECT_TRUE(report.notes.empty());
+    EXPECT_GT(other_form_mismatches, 0) << "the probes cannot tell the two rounding forms apart";
+  }
+}
+
+TEST(ActivationCodes, LsqCodesMatchQuantBitForBitAtEveryThreshold) { expect_codes_match("lsq", 3, true); }
+TEST(ActivationCodes, SymmetricCodesMatchQuantBitForBit) { expect_codes_match("symmetric", 4, true); }
+
+TEST(ActivationCodes, DoReFaMultiplierWithoutReciprocalIsReportedAndOnlyTiesDiffer) {
+  CompileReport report;
+  QatNet net = make_qat_net("resnet8", nn::UniformBits{3, 3, QuantizerKind::dorefa, QuantizerKind::dorefa}, 62);
+  testing::compile_net(net, &report);
+  ASSERT_FALSE(report.notes.empty());
+  EXPECT_NE(report.notes[0].find("no exact float reciprocal"), std::string::npos) << report.notes[0];
+  expect_codes_match("dorefa", 3, false);
+}
 
 // ---- What cannot be deployed.
 
