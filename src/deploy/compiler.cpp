@@ -242,21 +242,19 @@ class Compiler {
   int32_t packed_input(const nn::QuantizerTransform& q, const ActivationExport& a, int border, const std::string& layer,
                        bool flatten_to_vector) {
     const bool full_range = a.min_code == 0 && a.max_code == a.quant.max_code();
-    if (pending_ && full_range) {
-      // Fuse: the pending layer's epilogue writes this layer's codes directly.
+    // A linear layer reading a convolution's spatial output needs a flatten in between, so
+    // that convolution writes floats; otherwise fuse: the pending layer's epilogue writes this
+    // layer's codes directly.
+    const bool needs_flatten = flatten_to_vector && pending_ && pending_->kind == runtime::OpKind::conv2d;
+    if (pending_ && full_range && !needs_flatten) {
       PendingMatmul p = std::move(*pending_);
       pending_.reset();
       runtime::ConvParams c;
       c.weights = std::move(p.weights);
       c.conv = p.conv;
       c.epilogue = kernels::Epilogue::requantize(std::move(p.scale), std::move(p.bias), p.relu, a.quant, border);
-      const int32_t out = p.kind == runtime::OpKind::conv2d
-                              ? builder_.conv2d(p.name, p.input, std::move(c), std::move(p.notes))
-                              : builder_.linear(p.name, p.input, std::move(c), std::move(p.notes));
-      if (!flatten_to_vector || builder_.value(out).shape.size() != 3 || builder_.value(out).shape[1] == 1) return out;
-      throw ArgumentError(fmt::format("layer '{}': reads a spatial activation {} as a vector; insert pooling or "
-                                      "flatten before it",
-                                      layer, runtime::shape_text(builder_.value(out).shape)));
+      return p.kind == runtime::OpKind::conv2d ? builder_.conv2d(p.name, p.input, std::move(c), std::move(p.notes))
+                                               : builder_.linear(p.name, p.input, std::move(c), std::move(p.notes));
     }
     int32_t x = materialize();
     const runtime::ValueInfo& v = builder_.value(x);
@@ -394,7 +392,9 @@ class Compiler {
       return;
     }
     if (dynamic_cast<nn::Sequential*>(&m) == nullptr)
-      throw ArgumentError(fmt::format("module '{}' ({}): the compiler walks Sequential models and ResNet blocks",
+      throw ArgumentError(fmt::format("layer '{}' ({}): the integer runtime has no op for it (it runs Conv2d, Linear, "
+                                      "BatchNorm2d after them, ReLU, MaxPool2d, GlobalAvgPool2d, Flatten, ResNet "
+                                      "blocks and Sequential containers of these)",
                                       m.display_name(), m.kind()));
     const auto& children = m.children();
     for (std::size_t i = 0; i < children.size(); ++i) {

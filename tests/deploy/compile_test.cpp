@@ -154,6 +154,37 @@ TEST(DyadicParityVgg, MaxPoolingAndFlattenAreBitExact) {
   expect_exact(net, 19);
 }
 
+// A plain Sequential: conv + BatchNorm + ReLU, conv, then flatten into a linear layer (the
+// second conv must write floats for the flatten), optionally with an average pooling the
+// runtime has no op for.
+QatNet make_sequential_net(uint64_t seed, bool with_avg_pool) {
+  QatNet net;
+  net.spec.arch = "custom";
+  net.spec.in_channels = 2;
+  net.spec.image_height = net.spec.image_width = 6;
+  Rng rng(seed);
+  auto seq = std::make_unique<nn::Sequential>("Custom");
+  seq->append("conv1", std::make_unique<nn::Conv2d>(nn::Conv2dOptions::square(2, 4, 3, 1, 1), rng));
+  seq->append("bn1", std::make_unique<nn::BatchNorm2d>(4, true));
+  seq->append("conv2", std::make_unique<nn::Conv2d>(nn::Conv2dOptions::square(4, 4, 3, 1, 1, 1, true), rng));
+  seq->append("relu2", std::make_unique<nn::ReLU>());
+  if (with_avg_pool) seq->append("pool", std::make_unique<nn::AvgPool2d>(nn::Pool2dOptions::square(2, 2)));
+  seq->append("flatten", std::make_unique<nn::Flatten>());
+  seq->append("fc", std::make_unique<nn::Linear>(with_avg_pool ? 36 : 144, 5, true, rng));
+  net.model = std::move(seq);
+  const Shape image = net.image();
+  net.config = nn::uniform_bit_config(*net.model, image, "custom", nn::UniformBits{3, 3});
+  nn::apply_bit_config(*net.model, image, net.config);
+  net.model->eval();
+  net.model->forward(random_inputs(rng, 16, image));  // initializes the quantizers
+  return net;
+}
+
+TEST(DyadicParitySequential, ConvWithBiasReluModuleAndFlattenAreBitExact) {
+  QatNet net = make_sequential_net(71, false);
+  expect_exact(net, 72);
+}
+
 // ---- Ordinary (non-dyadic) parameters and other quantizer kinds.
 
 struct SchemeCase {
@@ -285,6 +316,11 @@ TEST(CompileRefuses, CodesWiderThanEightBits) {
     c.layers[1].w_bits = 5;  // power-of-two levels: 16-bit codes
   });
   expect_refused(net, "16-bit codes");
+}
+
+TEST(CompileRefuses, ModulesWithoutARuntimeOp) {
+  QatNet net = make_sequential_net(73, true);
+  expect_refused(net, "layer 'pool' (AvgPool2d): the integer runtime has no op");
 }
 
 TEST(CompileRefuses, UninitializedQuantizers) {
