@@ -6,15 +6,25 @@
 //                   what a direct implementation of the formula costs
 // Names: <op>/<tensor>/<kind>/t<threads>; counter values_per_s. Compare ratios, not absolute
 // times (the machine is shared).
+//
+// Two more families:
+//   isa/<op>/<tensor>/<kind>/<isa>/t<threads>   the same forward/backward with the elementwise
+//                                               kernels capped at each compiled ISA (ScopedIsaCap)
+//   mix/<op>/<tensor>/<kind>x<n>/<how>/t<threads>  n quantizers of one tensor mixed as the EBS
+//       search does (4 bits 2..5), <how> = fused (quant::mix_forward / mix_backward, one pass) or
+//       loop (forward_accumulate per quantizer; dot_output + backward_accumulate per quantizer)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "bitmix/core/cpu.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "bitmix/quant/mixing.hpp"
 #include "bitmix/quant/quantizer.hpp"
 
 namespace {
@@ -111,6 +121,70 @@ void bm_export(benchmark::State& state, QuantizerSpec spec, const Tensor* x, int
   set_rate(state, x->numel());
 }
 
+void bm_isa_forward(benchmark::State& state, QuantizerSpec spec, const Tensor* x, int threads, Isa isa) {
+  ScopedIsaCap cap(isa);
+  bm_forward(state, spec, x, threads);
+}
+
+void bm_isa_backward(benchmark::State& state, QuantizerSpec spec, const Tensor* x, int threads, Isa isa) {
+  ScopedIsaCap cap(isa);
+  bm_backward(state, spec, x, threads);
+}
+
+struct MixSet {
+  std::vector<std::unique_ptr<Quantizer>> owned;
+  std::vector<Quantizer*> set;
+  std::vector<float> weights;
+  MixSet(QuantizerSpec spec, const Tensor& x, int count) {
+    for (int k = 0; k < count; ++k) {
+      spec.bits = 2 + k;
+      owned.push_back(std::make_unique<Quantizer>(spec));
+      owned.back()->forward(x);  // initializes data-driven state
+      set.push_back(owned.back().get());
+      weights.push_back(1.0f / static_cast<float>(count));
+    }
+  }
+};
+
+void bm_mix_forward(benchmark::State& state, QuantizerSpec spec, const Tensor* x, int threads, int count, bool fused) {
+  use_threads(threads);
+  MixSet m(spec, *x, count);
+  Tensor y(x->shape());
+  for (auto _ : state) {
+    if (fused) {
+      mix_forward(m.set, m.weights, *x, y);
+    } else {
+      y.zero();
+      for (int k = 0; k < count; ++k) m.set[static_cast<std::size_t>(k)]->forward_accumulate(*x, m.weights[k], y);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rate(state, x->numel());
+}
+
+void bm_mix_backward(benchmark::State& state, QuantizerSpec spec, const Tensor* x, int threads, int count, bool fused) {
+  use_threads(threads);
+  MixSet m(spec, *x, count);
+  const Tensor g = random_tensor(x->shape(), 1.0f, false);
+  Tensor gx(x->shape());
+  std::vector<double> dw(static_cast<std::size_t>(count));
+  for (auto _ : state) {
+    if (fused) {
+      mix_backward(m.set, m.weights, *x, g, gx, dw);
+    } else {
+      gx.zero();
+      for (int k = 0; k < count; ++k) {
+        Quantizer& q = *m.set[static_cast<std::size_t>(k)];
+        dw[static_cast<std::size_t>(k)] = q.dot_output(*x, g);
+        q.backward_accumulate(*x, g, m.weights[k], gx);
+      }
+    }
+    benchmark::DoNotOptimize(gx.data());
+    benchmark::DoNotOptimize(dw.data());
+  }
+  set_rate(state, x->numel());
+}
+
 void register_all() {
   std::vector<int> thread_counts{1};
   if (hardware_threads() > 1) thread_counts.push_back(std::min(hardware_threads(), 4));
@@ -142,6 +216,36 @@ void register_all() {
       benchmark::RegisterBenchmark(("forward/weight/" + name).c_str(), bm_forward, spec, w, t);
       benchmark::RegisterBenchmark(("backward/weight/" + name).c_str(), bm_backward, spec, w, t);
       benchmark::RegisterBenchmark(("export/weight/" + name).c_str(), bm_export, spec, w, t);
+    }
+
+    // The elementwise kernels per ISA (the QAT forward/backward loops).
+    for (Isa isa : available_isas()) {
+      const std::string isa_suffix = "/" + std::string(isa_name(isa)) + suffix;
+      for (QuantizerKind k : {QuantizerKind::lsq, QuantizerKind::pact, QuantizerKind::uniform}) {
+        const QuantizerSpec spec = activation_spec(k, 4);
+        const std::string name = std::string(to_string(k)) + isa_suffix;
+        benchmark::RegisterBenchmark(("isa/forward/act/" + name).c_str(), bm_isa_forward, spec, a, t, isa);
+        benchmark::RegisterBenchmark(("isa/backward/act/" + name).c_str(), bm_isa_backward, spec, a, t, isa);
+      }
+      const QuantizerSpec lsq_w = weight_spec(QuantizerKind::lsq, 4, Granularity::per_channel, 64);
+      benchmark::RegisterBenchmark(("isa/forward/weight/lsq" + isa_suffix).c_str(), bm_isa_forward, lsq_w, w, t, isa);
+      benchmark::RegisterBenchmark(("isa/backward/weight/lsq" + isa_suffix).c_str(), bm_isa_backward, lsq_w, w, t,
+                                   isa);
+    }
+
+    // The EBS mixture: 4 LSQ candidates (2..5 bits), one pass vs one call per candidate.
+    const struct {
+      const char* tensor;
+      const Tensor* x;
+      QuantizerSpec spec;
+    } mixes[] = {{"act", a, activation_spec(QuantizerKind::lsq, 4)},
+                 {"weight", w, weight_spec(QuantizerKind::lsq, 4, Granularity::per_channel, 64)}};
+    for (const auto& m : mixes) {
+      for (bool fused : {true, false}) {
+        const std::string name = std::string(m.tensor) + "/lsqx4/" + (fused ? "fused" : "loop") + suffix;
+        benchmark::RegisterBenchmark(("mix/forward/" + name).c_str(), bm_mix_forward, m.spec, m.x, t, 4, fused);
+        benchmark::RegisterBenchmark(("mix/backward/" + name).c_str(), bm_mix_backward, m.spec, m.x, t, 4, fused);
+      }
     }
   }
 }
