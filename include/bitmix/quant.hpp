@@ -3,4 +3,5 @@
 // calibrators and BitConfig, the per-layer bitwidth file (docs/quantization.md).
 #include "bitmix/quant/bit_config.hpp"
 #include "bitmix/quant/calibrator.hpp"
+#include "bitmix/quant/mixing.hpp"
 #include "bitmix/quant/quantizer.hpp"
