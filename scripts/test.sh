@@ -35,9 +35,10 @@ for suite in quant runtime; do
   [ -d "$root/tests/$suite" ] && sanitized_suites+=("$suite")
 done
 # -O1 with line tables only: sanitizer reports keep file:line, and the build is much faster than
-# RelWithDebInfo's full debug information on 2 cores.
+# RelWithDebInfo's full debug information on 2 cores. Warnings are the Release build's job: GCC 12
+# reports bogus -Wstringop-overflow at -O1 with the sanitizers, so no -Werror here.
 cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
-      -DBITMIX_SANITIZE=ON -DBITMIX_WERROR=ON \
+      -DBITMIX_SANITIZE=ON -DBITMIX_WERROR=OFF \
       -DBITMIX_BUILD_BENCHMARKS=OFF -DBITMIX_BUILD_EXAMPLES=OFF >/dev/null
 targets=()
 for suite in "${sanitized_suites[@]}"; do targets+=("bitmix_${suite}_tests"); done
