@@ -1,7 +1,9 @@
 // One training step (forward, cross-entropy, backward, SGD update) of ResNet-20 on CIFAR-shaped
 // batches: float, plain QAT (LSQ W4A4), the EBS supernet and the DNAS baseline (4 weight x 4
-// activation candidates each). The goal is EBS step time <= 1.5x a plain QAT step; compare the
-// items_per_second of the rows (scripts/bench-search.sh prints the ratios).
+// activation candidates each). The goal is EBS step time <= 1.5x a plain QAT step; compare
+// the rows of one run as ratios. On a shared machine use the one-thread rows' CPU time:
+//   bitmix_search_bench --benchmark_filter='variant:[012]/batch:128/threads:1'
+// (docs/quantization.md, section 5, has the figures before and after the fused mixing kernels).
 #include <benchmark/benchmark.h>
 
 #include <memory>
