@@ -1,0 +1,5 @@
+#pragma once
+// bitmix::data: dataset readers (CIFAR-10 binary, IDX/gzip) and float batches with deterministic
+// shuffling, augmentation and normalization.
+#include "bitmix/data/dataset.hpp"
+#include "bitmix/data/loader.hpp"

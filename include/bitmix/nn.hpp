@@ -1,0 +1,11 @@
+#pragma once
+// bitmix::nn: layers with explicit backward passes, the model zoo, optimizers, checkpoints, the
+// Trainer, and quantization-aware training (docs/training.md, docs/quantization.md).
+#include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/nn/functional.hpp"
+#include "bitmix/nn/layers.hpp"
+#include "bitmix/nn/models.hpp"
+#include "bitmix/nn/module.hpp"
+#include "bitmix/nn/optimizer.hpp"
+#include "bitmix/nn/quantization.hpp"
+#include "bitmix/nn/trainer.hpp"
