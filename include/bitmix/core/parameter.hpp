@@ -4,7 +4,7 @@
 //
 // Names are local to their owner ("weight", "step"); owners prefix them with their own path
 // when collecting, giving stable hierarchical names such as "layer2.0.conv1.weight" or
-// "layer2.0.conv1.weight_quant.step". Checkpoints and BitConfig files refer to these names.
+// "layer2.0.conv1.weight_transform.step". Checkpoints and BitConfig files refer to these names.
 
 #include <string>
 #include <vector>
