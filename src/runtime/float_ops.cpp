@@ -6,6 +6,12 @@
 #include "bitmix/core/thread_pool.hpp"
 
 namespace bitmix::runtime::detail {
+namespace {
+// Planes per parallel chunk: at least ~32K elements, so that the small tensors of a batch-1
+// run stay on one thread (a fork-join costs more than adding 16K floats, and far more when
+// the machine is busy and a worker has been descheduled).
+int64_t plane_grain(int64_t plane) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, plane)); }
+}  // namespace
 
 void prepare_quantize_input(const Tensor& x, const std::vector<float>* mean, const std::vector<float>* stddev,
                             bool clamp, float lo, float hi, Tensor& out) {
@@ -13,7 +19,7 @@ void prepare_quantize_input(const Tensor& x, const std::vector<float>* mean, con
   const int64_t channels = s[1], plane = s[2] * s[3], planes = s[0] * s[1];
   const float* src = x.data();
   float* dst = out.data();
-  parallel_for(planes, 16, [&](int64_t q0, int64_t q1) {
+  parallel_for(planes, plane_grain(plane), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const float* in = src + q * plane;
       float* o = dst + q * plane;
@@ -54,7 +60,7 @@ void residual_add(const Tensor& branch, const Tensor& shortcut, const AddParams&
   const float* bd = branch.data();
   const float* sd = shortcut.data();
   float* od = out.data();
-  parallel_for(b[0] * channels, 8, [&](int64_t q0, int64_t q1) {
+  parallel_for(b[0] * channels, plane_grain(plane), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n = q / channels, c = q % channels;
       const float* in = bd + q * plane;
@@ -104,7 +110,7 @@ void global_avg_pool(const Tensor& x, Tensor& out) {
   const float inv = 1.0f / static_cast<float>(plane);
   const float* src = x.data();
   float* dst = out.data();
-  parallel_for(planes, 64, [&](int64_t q0, int64_t q1) {
+  parallel_for(planes, plane_grain(plane), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const float* p = src + q * plane;
       float sum = 0.0f;  // sequential, as nn's global average pooling
@@ -123,7 +129,7 @@ void max_pool(const Tensor& x, const PoolParams& params, Tensor& out) {
   if (out.shape() != shape) out = Tensor(shape);
   const float* src = x.data();
   float* dst = out.data();
-  parallel_for(s[0] * s[1], 8, [&](int64_t q0, int64_t q1) {
+  parallel_for(s[0] * s[1], plane_grain(height * width), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const float* p = src + q * height * width;
       float* o = dst + q * oh * ow;
