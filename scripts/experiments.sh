@@ -9,7 +9,8 @@
 #     defaults: fashion-mnist 20 5 3; cifar10 15 8 3
 #
 # Environment: BITMIX (binary; default build/bin/bitmix), THREADS, SEED (1), FLOAT_DIR (use an
-# existing float run instead of OUT/float).
+# existing float run instead of OUT/float), QAT_BITS (uniform configurations, default "8 4 3 2 1";
+# 3 and 2 are needed: the searches fine-tune with their recipes).
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n '2,13p' "$0" >&2; exit 2; }
 data=$1 out=$2
@@ -38,7 +39,8 @@ float_ckpt=$float_dir/model.ckpt
 
 # 2. Uniform QAT table (W8A8 ... W1A1), scripts/qat-table.sh's recipe.
 log "uniform LSQ QAT, $qat_epochs epochs per configuration"
-BITMIX=$bitmix SEED=$seed CONFIGS="8 4 3 2 1" "$root/scripts/qat-table.sh" "$data" "$float_ckpt" "$out/qat" "$qat_epochs"
+qat_bits=${QAT_BITS:-8 4 3 2 1}
+BITMIX=$bitmix SEED=$seed CONFIGS="$qat_bits" "$root/scripts/qat-table.sh" "$data" "$float_ckpt" "$out/qat" "$qat_epochs"
 
 # 3. EBS at the BitOPs of uniform W3A3 and W2A2, fine-tuned exactly like the uniform runs
 #    (qat-table.sh's flags and its weight decay for that bitwidth).
@@ -70,7 +72,9 @@ for b in 3 2; do
 done
 
 # 4. Integer models and parity with the fake-quant models, full test set.
-runs=(qat/w8a8 qat/w4a4 qat/w3a3 qat/w2a2 qat/w1a1 ebs-b3/finetune ebs-b2/finetune)
+runs=()
+for b in $qat_bits; do runs+=("qat/w${b}a${b}"); done
+runs+=(ebs-b3/finetune ebs-b2/finetune)
 for run in "${runs[@]}"; do
   dir=$out/$run
   [[ -f $dir/parity.json ]] && continue
