@@ -42,7 +42,8 @@ log "uniform LSQ QAT, $qat_epochs epochs per configuration"
 qat_bits=${QAT_BITS:-8 4 3 2 1}
 BITMIX=$bitmix SEED=$seed CONFIGS="$qat_bits" "$root/scripts/qat-table.sh" "$data" "$float_ckpt" "$out/qat" "$qat_epochs"
 
-# 3. EBS at the BitOPs of uniform W3A3 and W2A2, fine-tuned exactly like the uniform runs
+# 3. EBS at the BitOPs of uniform W3A3 (candidates 2-5 bits) and W2A2 (1-4 bits), fine-tuned exactly
+#    like the uniform runs
 #    (qat-table.sh's flags and its weight decay for that bitwidth).
 float_wd=$(python3 -c "import json; print(json.load(open('$float_dir/summary.json'))['options']['weight_decay'])")
 augment=$(python3 - "$out/qat/w3a3/summary.json" <<'PY'
@@ -55,11 +56,14 @@ PY
 )
 for b in 3 2; do
   dir=$out/ebs-b$b
+  # The budget must lie inside the candidates' cost range, with room on both sides: at the BitOPs
+  # of uniform W2A2, candidates 2..5 leave exactly one feasible configuration (uniform W2A2).
+  if [[ $b == 2 ]]; then candidates=1,2,3,4; else candidates=2,3,4,5; fi
   wd=$(python3 -c "print(f'{$float_wd / (2 if $b == 3 else 4):g}')")
   if ! finished "$dir/search"; then
     log "EBS search at the BitOPs of uniform W${b}A${b}, $search_epochs epochs"
     # shellcheck disable=SC2086  # augment is a list of flags
-    "$bitmix" search "${common[@]}" --init "$float_ckpt" --budget-avg-bits "$b" --wbits 2,3,4,5 --abits 2,3,4,5 \
+    "$bitmix" search "${common[@]}" --init "$float_ckpt" --budget-avg-bits "$b" --wbits "$candidates" --abits "$candidates" \
       --epochs "$search_epochs" --lr 0.01 --wd "$wd" $augment --out "$dir/search"
   fi
   if ! finished "$dir/finetune"; then
