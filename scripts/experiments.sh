@@ -24,7 +24,8 @@ case ${data%%:*} in
            float_flags=(--lr 0.1 --wd 5e-4 --augment crop-flip --pad-crop 2) ;;
 esac
 common=(--data "$data" --seed "$seed" --no-progress)
-[[ -n ${THREADS:-} ]] && common+=(--threads "$THREADS")
+eval_flags=(--data "$data" --no-progress)   # evaluation is deterministic: no --seed
+[[ -n ${THREADS:-} ]] && common+=(--threads "$THREADS") && eval_flags+=(--threads "$THREADS")
 mkdir -p "$out"
 finished() { [[ -f $1/summary.json ]] && python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished", True) else 1)' "$1/summary.json"; }
 log() { echo "experiments: $*" >&2; }
@@ -84,7 +85,7 @@ for run in "${runs[@]}"; do
   [[ -f $dir/parity.json ]] && continue
   log "export and parity: $run"
   "$bitmix" export --init "$dir/model.ckpt" --out "$dir/model.bmx"
-  "$bitmix" eval "${common[@]}" --model "$dir/model.bmx" --compare "$dir/model.ckpt" --json "$dir/parity.json"
+  "$bitmix" eval "${eval_flags[@]}" --model "$dir/model.bmx" --compare "$dir/model.ckpt" --json "$dir/parity.json"
 done
 
 # 5. The table.
