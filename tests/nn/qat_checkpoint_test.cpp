@@ -14,6 +14,7 @@
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/quantization.hpp"
+#include "tiny_task.hpp"
 
 namespace bitmix::nn {
 namespace {
@@ -21,17 +22,6 @@ namespace {
 using quant::QuantizerKind;
 
 const Shape kImage{1, 8, 8};
-
-std::unique_ptr<Module> small_model(uint64_t seed) {
-  ModelSpec spec;
-  spec.arch = "resnet8";
-  spec.width = 4;
-  spec.in_channels = 1;
-  spec.image_height = spec.image_width = 8;
-  spec.num_classes = 3;
-  spec.seed = seed;
-  return make_model(spec);
-}
 
 Tensor batch(uint64_t seed) {
   Rng rng(seed);
@@ -67,7 +57,7 @@ quant::BitConfig mixed_config(Module& model) {
 }
 
 TEST(QatCheckpoint, RoundTripRestoresNamesAndValues) {
-  auto model = small_model(1);
+  auto model = testing::tiny_resnet8(1);
   const quant::BitConfig config = mixed_config(*model);
   apply_bit_config(*model, kImage, config);
   model->forward(batch(1));  // initializes steps and ranges from data
@@ -87,7 +77,7 @@ TEST(QatCheckpoint, RoundTripRestoresNamesAndValues) {
   EXPECT_NE(loaded.find(CheckpointTensorKind::parameter, config.layers[3].name + ".input_transform.alpha"), nullptr);
   EXPECT_NE(loaded.find(CheckpointTensorKind::buffer, config.layers[4].name + ".input_transform.range_max"), nullptr);
 
-  auto copy = small_model(2);  // other weights
+  auto copy = testing::tiny_resnet8(2);  // other weights
   apply_bit_config(*copy, kImage, config);
   const QuantizedLoadReport report = load_quantized_model_state(*copy, loaded, {}, "roundtrip.ckpt");
   EXPECT_TRUE(report.model.missing.empty());
@@ -111,11 +101,11 @@ TEST(QatCheckpoint, RoundTripRestoresNamesAndValues) {
 }
 
 TEST(QatCheckpoint, FloatCheckpointGivesTheFloatWeightsAndFreshQuantizers) {
-  auto float_model = small_model(1);
+  auto float_model = testing::tiny_resnet8(1);
   float_model->forward(batch(1));  // moves BatchNorm running statistics off their defaults
   const Checkpoint float_ck = checkpoint_of(*float_model);
 
-  auto model = small_model(2);
+  auto model = testing::tiny_resnet8(2);
   apply_bit_config(*model, kImage, mixed_config(*model));
   model->forward(batch(2));  // stale quantizer state derived from the other weights
   const QuantizedLoadReport report = load_quantized_model_state(*model, float_ck, {}, "float.ckpt");
@@ -160,9 +150,9 @@ TEST(QatCheckpoint, FloatCheckpointGivesTheFloatWeightsAndFreshQuantizers) {
 // The search exports only the chosen candidate's learnable step under the adapter's names: the
 // steps are kept and marked initialized (a first forward must not overwrite them).
 TEST(QatCheckpoint, StepsWithoutFlagsAreKept) {
-  auto float_model = small_model(1);
+  auto float_model = testing::tiny_resnet8(1);
   Checkpoint ck = checkpoint_of(*float_model);
-  auto model = small_model(1);
+  auto model = testing::tiny_resnet8(1);
   const quant::BitConfig config = uniform_bit_config(*model, kImage, "resnet8", UniformBits{2, 4});
   apply_bit_config(*model, kImage, config);
   const std::string name = "layer2.0.conv1.weight_transform.step";
@@ -197,10 +187,10 @@ TEST(QatCheckpoint, StepsWithoutFlagsAreKept) {
 }
 
 TEST(QatCheckpoint, OnlyQuantizerStateMayBeMissing) {
-  auto float_model = small_model(1);
+  auto float_model = testing::tiny_resnet8(1);
   Checkpoint ck = checkpoint_of(*float_model);
   std::erase_if(ck.entries, [](const CheckpointEntry& e) { return e.name == "layer3.0.bn2.running_var"; });
-  auto model = small_model(2);
+  auto model = testing::tiny_resnet8(2);
   apply_bit_config(*model, kImage, uniform_bit_config(*model, kImage, "resnet8", UniformBits{4, 4}));
   const auto before = state_of(*model);
   try {
@@ -212,11 +202,11 @@ TEST(QatCheckpoint, OnlyQuantizerStateMayBeMissing) {
   }
   // Unexpected entries (here: quantizer state for a model without quantizers) are refused
   // unless allowed.
-  auto qat = small_model(3);
+  auto qat = testing::tiny_resnet8(3);
   apply_bit_config(*qat, kImage, uniform_bit_config(*qat, kImage, "resnet8", UniformBits{4, 4}));
   qat->forward(batch(1));
   const Checkpoint qat_ck = checkpoint_of(*qat);
-  auto plain = small_model(4);
+  auto plain = testing::tiny_resnet8(4);
   EXPECT_THROW(load_quantized_model_state(*plain, qat_ck, {}, "qat.ckpt"), FormatError);
   LoadOptions tolerant;
   tolerant.allow_unexpected = true;

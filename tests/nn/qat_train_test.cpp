@@ -7,11 +7,11 @@
 #include <filesystem>
 
 #include "bitmix/core/error.hpp"
-#include "bitmix/core/rng.hpp"
 #include "bitmix/data/loader.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/quantization.hpp"
 #include "bitmix/nn/trainer.hpp"
+#include "tiny_task.hpp"
 
 namespace bitmix::nn {
 namespace {
@@ -20,40 +20,9 @@ using quant::QuantizerKind;
 
 const Shape kImage{1, 8, 8};
 
-// Class k of 3: a bright k-th horizontal band on noise, 1x8x8 pixels.
-data::Dataset bands(int64_t count, uint64_t seed) {
-  data::Dataset d;
-  d.name = "bands";
-  d.channels = 1;
-  d.height = d.width = 8;
-  d.class_names = {"top", "middle", "bottom"};
-  Rng rng(seed);
-  for (int64_t i = 0; i < count; ++i) {
-    const int label = static_cast<int>(i % 3);
-    d.labels.push_back(static_cast<uint8_t>(label));
-    for (int64_t y = 0; y < 8; ++y)
-      for (int64_t x = 0; x < 8; ++x) {
-        const bool band = y >= label * 3 && y < label * 3 + 2;
-        d.images.push_back(static_cast<uint8_t>((band ? 150 : 40) + rng.below(60)));
-      }
-  }
-  return d;
-}
-
-std::unique_ptr<Module> small_model(uint64_t seed) {
-  ModelSpec spec;
-  spec.arch = "resnet8";
-  spec.width = 4;
-  spec.in_channels = 1;
-  spec.image_height = spec.image_width = 8;
-  spec.num_classes = 3;
-  spec.seed = seed;
-  return make_model(spec);
-}
-
 TEST(QatTraining, A2BitModelLearns) {
-  const data::Dataset train = bands(300, 1), test = bands(90, 2);
-  auto model = small_model(5);
+  const data::Dataset train = testing::band_images(300, 1), test = testing::band_images(90, 2);
+  auto model = testing::tiny_resnet8(5);
   UniformBits bits{2, 2};
   bits.policy = quant::BitPolicy::none();  // every layer at 2 bits
   apply_bit_config(*model, kImage, uniform_bit_config(*model, kImage, "resnet8", bits));
@@ -89,9 +58,9 @@ TEST(QatTraining, A2BitModelLearns) {
 // Calibration against calibrators fed by hand: the first layer sees the batches themselves; the
 // last (fc) sees the pooled features of the float network in evaluation mode.
 TEST(QatCalibration, MatchesHandCalibratorsOnTheFloatNetwork) {
-  auto model = small_model(6);
+  auto model = testing::tiny_resnet8(6);
   // Move the BatchNorm statistics away from their defaults, so evaluation mode matters.
-  const data::Dataset train = bands(96, 4);
+  const data::Dataset train = testing::band_images(96, 4);
   data::LoaderOptions lo;
   lo.batch_size = 32;
   const data::BatchLoader loader(train, lo);
@@ -106,7 +75,7 @@ TEST(QatCalibration, MatchesHandCalibratorsOnTheFloatNetwork) {
   apply_bit_config(*model, kImage, config);
 
   // References: a float copy of the model, its fc inputs captured by a bypassed transform.
-  auto float_model = small_model(6);
+  auto float_model = testing::tiny_resnet8(6);
   {
     Checkpoint ck;
     add_model_state(ck, *model);

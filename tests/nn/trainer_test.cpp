@@ -9,43 +9,12 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
-#include "bitmix/core/rng.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/trainer.hpp"
+#include "tiny_task.hpp"
 
 namespace bitmix::nn {
 namespace {
-
-// Class k of 3: a bright k-th horizontal band on noise, 1x8x8 pixels.
-data::Dataset synthetic(int64_t count, uint64_t seed) {
-  data::Dataset d;
-  d.name = "bands";
-  d.channels = 1;
-  d.height = d.width = 8;
-  d.class_names = {"top", "middle", "bottom"};
-  Rng rng(seed);
-  for (int64_t i = 0; i < count; ++i) {
-    const int label = static_cast<int>(i % 3);
-    d.labels.push_back(static_cast<uint8_t>(label));
-    for (int64_t y = 0; y < 8; ++y)
-      for (int64_t x = 0; x < 8; ++x) {
-        const bool band = y >= label * 3 && y < label * 3 + 2;
-        d.images.push_back(static_cast<uint8_t>((band ? 150 : 40) + rng.below(60)));
-      }
-  }
-  return d;
-}
-
-std::unique_ptr<Module> small_model(uint64_t seed) {
-  ModelSpec spec;
-  spec.arch = "resnet8";
-  spec.width = 4;
-  spec.in_channels = 1;
-  spec.image_height = spec.image_width = 8;
-  spec.num_classes = 3;
-  spec.seed = seed;
-  return make_model(spec);
-}
 
 TrainerOptions small_options(const std::filesystem::path& out) {
   TrainerOptions o;
@@ -69,8 +38,8 @@ std::filesystem::path fresh_dir(const std::string& name) {
 }
 
 TEST(Trainer, LearnsASimpleTaskAndWritesOutputs) {
-  const data::Dataset train = synthetic(300, 1), test = synthetic(90, 2);
-  auto model = small_model(5);
+  const data::Dataset train = testing::band_images(300, 1), test = testing::band_images(90, 2);
+  auto model = testing::tiny_resnet8(5);
   const auto dir = fresh_dir("learns");
   TrainerOptions o = small_options(dir);
   o.epochs = 4;
@@ -100,19 +69,19 @@ TEST(Trainer, LearnsASimpleTaskAndWritesOutputs) {
 }
 
 TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
-  const data::Dataset train = synthetic(200, 3), test = synthetic(60, 4);
+  const data::Dataset train = testing::band_images(200, 3), test = testing::band_images(60, 4);
   const auto dir_a = fresh_dir("resume_a"), dir_b = fresh_dir("resume_b");
-  auto model_a = small_model(7);
+  auto model_a = testing::tiny_resnet8(7);
   Trainer a(*model_a, train, &test, small_options(dir_a));
   const std::vector<EpochStats> history_a = a.fit();
 
   {
-    auto model_b = small_model(7);
+    auto model_b = testing::tiny_resnet8(7);
     Trainer b(*model_b, train, &test, small_options(dir_b));
     b.fit(1);  // the job stops after one epoch
     EXPECT_EQ(b.epochs_done(), 1);
   }
-  auto model_c = small_model(99);  // different initial weights: everything must come from the checkpoint
+  auto model_c = testing::tiny_resnet8(99);  // different initial weights: everything must come from the checkpoint
   Trainer c(*model_c, train, &test, small_options(dir_b));
   c.resume(dir_b / "model.ckpt");
   EXPECT_EQ(c.epochs_done(), 1);
@@ -134,12 +103,12 @@ TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
   // Resuming with another seed would not continue the same run: refused.
   TrainerOptions other = small_options(dir_b);
   other.seed = 12;
-  auto model_d = small_model(7);
+  auto model_d = testing::tiny_resnet8(7);
   Trainer d(*model_d, train, &test, other);
   EXPECT_THROW(d.resume(dir_b / "model.ckpt"), ArgumentError);
   // So would another dataset.
-  const data::Dataset smaller = synthetic(150, 3);
-  auto model_e = small_model(7);
+  const data::Dataset smaller = testing::band_images(150, 3);
+  auto model_e = testing::tiny_resnet8(7);
   Trainer e(*model_e, smaller, &test, small_options(dir_b));
   EXPECT_THROW(e.resume(dir_b / "model.ckpt"), ArgumentError);
   std::filesystem::remove_all(dir_a);
@@ -147,9 +116,9 @@ TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
-  const data::Dataset train = synthetic(96, 5);
+  const data::Dataset train = testing::band_images(96, 5);
   const auto dir = fresh_dir("nan");
-  auto model = small_model(1);
+  auto model = testing::tiny_resnet8(1);
   Trainer trainer(*model, train, nullptr, small_options(dir));
   const int64_t per_epoch = trainer.batches_per_epoch();
   int64_t calls = 0;
@@ -170,8 +139,8 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
 // An extra loss term on a parameter outside the model, optimized by its own Adam group: the
 // search's complexity penalty and strengths follow this pattern.
 TEST(Trainer, ExtraLossAndParameterGroup) {
-  const data::Dataset train = synthetic(96, 6);
-  auto model = small_model(2);
+  const data::Dataset train = testing::band_images(96, 6);
+  auto model = testing::tiny_resnet8(2);
   Parameter strength("strength", Tensor({1}, 0.0f), false);
   TrainerOptions o = small_options({});
   o.epochs = 2;
@@ -193,7 +162,7 @@ TEST(Trainer, ExtraLossAndParameterGroup) {
 }
 
 TEST(Trainer, RejectsAModelThatDoesNotFitTheData) {
-  const data::Dataset train = synthetic(30, 7);
+  const data::Dataset train = testing::band_images(30, 7);
   ModelSpec spec;  // 3 channels, 10 classes
   spec.arch = "resnet8";
   spec.width = 4;
@@ -215,14 +184,9 @@ namespace {
 // A trainer checkpoint rebuilds its own model (architecture from the metadata, weights,
 // normalization): what the search and the deployment compiler start from.
 TEST(Trainer, CheckpointRebuildsTheModel) {
-  const data::Dataset train = synthetic(64, 8);
+  const data::Dataset train = testing::band_images(64, 8);
   const auto dir = fresh_dir("rebuild");
-  ModelSpec spec;
-  spec.arch = "resnet8";
-  spec.width = 4;
-  spec.in_channels = 1;
-  spec.image_height = spec.image_width = 8;
-  spec.num_classes = 3;
+  ModelSpec spec = testing::tiny_resnet8_spec(0);
   spec.shortcut = ShortcutOption::B;
   auto model = make_model(spec);
   TrainerOptions o = small_options(dir);
