@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer for bitmix's end-to-end inference benchmark (scripts/bench-e2e.sh).
 
-Measures the latency of the CIFAR ResNet that scripts/bench-train-pytorch.py defines (the same
+Measures the latency of the CIFAR ResNet that scripts/pytorch_resnet.py defines (the same
 architecture as bitmix's model zoo, option-A shortcuts) in evaluation mode, fp32 and int8, at
 the given batch sizes and thread counts (torch.set_num_threads). int8 is FX graph mode
 post-training quantization with the engine's default qconfig mapping (per-channel weights for
@@ -17,20 +17,12 @@ machine when one thread is used).
 Exit code 3 when torch cannot be imported, so callers can skip with a message.
 """
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
 
-
-def load_build_resnet():
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("bench_train_pytorch", os.path.join(here, "bench-train-pytorch.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_resnet
+from pytorch_resnet import build_resnet
 
 
 def measure(torch, model, x, seconds, min_runs, warmup):
@@ -72,7 +64,6 @@ def main():
         sys.exit(3)
     torch.backends.quantized.engine = args.engine
     torch.manual_seed(0)
-    build_resnet = load_build_resnet()
     fp32 = build_resnet(torch, args.depth, 3, 10, "A").eval()
     models = {}
     if "fp32" in args.impls:

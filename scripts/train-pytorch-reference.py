@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch accuracy peer for `bitmix train` on CIFAR-10 (the official binary layout).
 
-Trains the same ResNet as bitmix's model zoo (built by scripts/bench-train-pytorch.py: option-A
+Trains the same ResNet as bitmix's model zoo (scripts/pytorch_resnet.py: option-A
 shortcuts, He-normal convolutions) with the same recipe bitmix uses: per-channel normalization
 with the training set's statistics, random 4-pixel pad-and-crop with zero padding and horizontal
 flips, SGD with Nesterov momentum 0.9, weight decay on weights only (not BatchNorm or biases),
@@ -11,7 +11,6 @@ that does badly in bitmix can be checked against an independent implementation.
   /usr/bin/python3 scripts/train-pytorch-reference.py --data DIR/cifar-10-batches-bin --epochs 15
 """
 import argparse
-import importlib.util
 import math
 import pathlib
 import time
@@ -19,13 +18,7 @@ import time
 import numpy as np
 import torch
 
-
-def load_bench_module():
-    path = pathlib.Path(__file__).with_name("bench-train-pytorch.py")
-    spec = importlib.util.spec_from_file_location("bench_train_pytorch", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from pytorch_resnet import build_resnet
 
 
 def load_cifar(directory, names):
@@ -67,7 +60,7 @@ def main():
         return torch.from_numpy(((x / 255.0 - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32))
 
     padded = np.pad(x_train, ((0, 0), (0, 0), (4, 4), (4, 4)))  # zero pixels, as bitmix and torchvision
-    model = load_bench_module().build_resnet(torch, 20, 3, 10, "A")
+    model = build_resnet(torch, 20, 3, 10, "A")
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
