@@ -37,9 +37,10 @@ int run_train(int argc, char** argv) {
   args.choice("optimizer", {"sgd", "adam", "adamw"}, "optimizer", "sgd");
   args.option("momentum", "M", "SGD momentum", "0.9");
   args.flag("nesterov", "Nesterov momentum");
-  args.choice("schedule", {"cosine", "step", "constant"}, "learning-rate schedule (per iteration)", "cosine");
+  args.choice("schedule", {"cosine", "linear", "step", "constant"},
+              "learning-rate schedule (per iteration; cosine and linear decay to --min-lr)", "cosine");
   args.option("warmup", "EPOCHS", "linear warm-up length in epochs (may be fractional)", "0");
-  args.option("min-lr", "LR", "cosine schedule: final learning rate", "0");
+  args.option("min-lr", "LR", "cosine and linear schedules: final learning rate", "0");
   args.option("milestones", "E1,E2,..", "step schedule: epochs at which the rate is multiplied by --gamma", "");
   args.option("gamma", "G", "step schedule factor", "0.1");
   args.option("label-smoothing", "S", "label smoothing in [0, 1)", "0");
@@ -55,6 +56,8 @@ int run_train(int argc, char** argv) {
   args.option("train-subset", "N", "use only the first N training images (0 = all)", "0");
   args.option("test-subset", "N", "use only the first N test images (0 = all)", "0");
   args.option("eval-batch", "B", "evaluation batch size", "256");
+  args.choice("tta", {"none", "flip"},
+              "test-time augmentation of every evaluation: flip = mean logits of each image and its mirror", "none");
   args.option("resume", "CKPT", "continue the run saved in this checkpoint (same options)", "");
   args.option("init", "CKPT", "start from the weights of this checkpoint (a fresh run: new optimizer and schedule)", "");
   args.flag("init-partial", "with --init: tolerate entries missing from the checkpoint or absent from the model");
@@ -86,6 +89,7 @@ int run_train(int argc, char** argv) {
   o.epochs = static_cast<int>(args.get_int("epochs", 1, 100000));
   o.batch_size = args.get_int("batch", 2, 1 << 20);
   o.eval_batch_size = args.get_int("eval-batch", 1, 1 << 20);
+  o.eval_flip = args.get_string("tta") == "flip";
   o.optimizer = nn::parse_optimizer_kind(args.get_string("optimizer"));
   o.lr = static_cast<float>(args.get_double("lr", 0.0, 1e3));
   o.weight_decay = static_cast<float>(args.get_double("wd", 0.0, 1.0));
@@ -160,6 +164,7 @@ int run_train(int argc, char** argv) {
     j["test_images"] = r.images;
     j["test_accuracy"] = r.accuracy;
     j["test_loss"] = r.loss;
+    j["tta"] = o.eval_flip ? "flip" : "none";
     j["model"] = model_meta;
     write_file_atomic(o.out_dir / "eval.json", j.dump(2) + "\n");
     trainer.save_checkpoint(o.out_dir / "model.ckpt");  // e.g. a calibrated model for post-training deployment

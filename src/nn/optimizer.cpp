@@ -133,7 +133,8 @@ ScheduleKind parse_schedule_kind(std::string_view text) {
   if (text == "constant") return ScheduleKind::constant;
   if (text == "step") return ScheduleKind::step;
   if (text == "cosine") return ScheduleKind::cosine;
-  throw ArgumentError(fmt::format("schedule '{}': expected constant, step or cosine", text));
+  if (text == "linear") return ScheduleKind::linear;
+  throw ArgumentError(fmt::format("schedule '{}': expected constant, step, cosine or linear", text));
 }
 
 std::string_view schedule_kind_name(ScheduleKind kind) {
@@ -141,6 +142,7 @@ std::string_view schedule_kind_name(ScheduleKind kind) {
     case ScheduleKind::constant: return "constant";
     case ScheduleKind::step: return "step";
     case ScheduleKind::cosine: return "cosine";
+    case ScheduleKind::linear: return "linear";
   }
   return "unknown";
 }
@@ -185,11 +187,14 @@ float LrSchedule::lr(int64_t step) const {
         if (epoch >= m) rate *= double{o.gamma};
       return static_cast<float>(rate);
     }
-    case ScheduleKind::cosine: {
+    case ScheduleKind::cosine:
+    case ScheduleKind::linear: {
       const int64_t span = std::max<int64_t>(1, o.total_steps - o.warmup_steps);
       const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / static_cast<double>(span));
       const double floor = o.min_lr;
-      return static_cast<float>(floor + (base - floor) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
+      const double remaining =
+          o.kind == ScheduleKind::cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress)) : 1.0 - progress;
+      return static_cast<float>(floor + (base - floor) * remaining);
     }
   }
   return o.base_lr;

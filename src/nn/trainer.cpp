@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -81,6 +82,13 @@ bool all_finite(Module& model) {
     for (float v : p.parameter->value.values())
       if (!std::isfinite(v)) return false;
   return true;
+}
+
+// Mirrors every row of an NCHW batch in place (the test-time flip).
+void mirror_horizontally(Tensor& images) {
+  const int64_t width = images.dim(-1);
+  float* data = images.data();
+  for (int64_t row = 0; row < images.numel(); row += width) std::reverse(data + row, data + row + width);
 }
 
 }  // namespace
@@ -207,10 +215,20 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   double loss_sum = 0;
   int64_t correct = 0;
   data::Batch batch;
+  Tensor mean_logits;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     loader.fill_batch(b, batch);
-    const Tensor& logits = model_.forward(batch.images);
-    const CrossEntropyResult ce = softmax_cross_entropy(logits, batch.labels, 0.0f, nullptr);
+    const Tensor* logits = &model_.forward(batch.images);
+    if (options_.eval_flip) {
+      mean_logits = *logits;  // forward() returns a reference into the model, overwritten by the next call
+      mirror_horizontally(batch.images);
+      const Tensor& mirrored = model_.forward(batch.images);
+      float* mean = mean_logits.data();
+      const float* other = mirrored.data();
+      for (int64_t i = 0; i < mean_logits.numel(); ++i) mean[i] = 0.5f * (mean[i] + other[i]);
+      logits = &mean_logits;
+    }
+    const CrossEntropyResult ce = softmax_cross_entropy(*logits, batch.labels, 0.0f, nullptr);
     const int64_t n = static_cast<int64_t>(batch.labels.size());
     loss_sum += ce.loss * static_cast<double>(n);
     correct += ce.correct;
@@ -342,6 +360,7 @@ std::string Trainer::metadata_json() const {
                {"label_smoothing", o.label_smoothing},
                {"pad_crop", o.augmentation.pad_crop},
                {"horizontal_flip", o.augmentation.horizontal_flip},
+               {"eval_flip", o.eval_flip},
                {"seed", o.seed}};
   json groups = json::object();
   groups["main"] = {{"optimizer", parse_object(optimizer_->describe(), "optimizer")},

@@ -100,7 +100,7 @@ TEST(Optimizer, StateNamesAndLrScale) {
   EXPECT_THROW(Sgd(f.named(), SgdOptions{1.5f}), ArgumentError);
 }
 
-TEST(LrSchedule, CosineWithWarmupStepAndConstant) {
+TEST(LrSchedule, CosineLinearWithWarmupStepAndConstant) {
   LrScheduleOptions o;
   o.kind = ScheduleKind::cosine;
   o.base_lr = 0.1f;
@@ -118,6 +118,17 @@ TEST(LrSchedule, CosineWithWarmupStepAndConstant) {
   EXPECT_NEAR(cosine.lr(35), 0.001 + 0.099 * 0.5 * (1 + std::cos(std::numbers::pi * 0.25)), 1e-6);
   EXPECT_NEAR(cosine.lr(110), 0.001, 1e-7);
 
+  o.kind = ScheduleKind::linear;  // same warm-up, then a straight line from 0.1 to 0.001
+  const LrSchedule linear(o);
+  EXPECT_NEAR(linear.lr(9), 0.1, 1e-7);
+  EXPECT_NEAR(linear.lr(10), 0.1, 1e-7);
+  EXPECT_NEAR(linear.lr(35), 0.001 + 0.099 * 0.75, 1e-6);
+  EXPECT_NEAR(linear.lr(60), 0.001 + 0.099 * 0.5, 1e-6);
+  EXPECT_NEAR(linear.lr(109), 0.001 + 0.099 * 0.01, 1e-6);
+  EXPECT_NEAR(linear.lr(110), 0.001, 1e-7);
+  EXPECT_EQ(parse_schedule_kind("linear"), ScheduleKind::linear);
+  EXPECT_EQ(schedule_kind_name(ScheduleKind::linear), "linear");
+
   o.kind = ScheduleKind::step;
   o.warmup_steps = 0;
   o.milestones = {3, 7};
@@ -132,7 +143,7 @@ TEST(LrSchedule, CosineWithWarmupStepAndConstant) {
   o.milestones = {5, 3};
   o.kind = ScheduleKind::step;
   EXPECT_THROW(LrSchedule{o}, ArgumentError);
-  EXPECT_THROW(parse_schedule_kind("linear"), ArgumentError);
+  EXPECT_THROW(parse_schedule_kind("exponential"), ArgumentError);
 }
 
 }  // namespace

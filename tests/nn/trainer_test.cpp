@@ -3,12 +3,14 @@
 // intact, and the extension points (extra loss, parameter groups, callbacks) work.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
+#include "bitmix/nn/functional.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/trainer.hpp"
 #include "tiny_task.hpp"
@@ -66,6 +68,44 @@ TEST(Trainer, LearnsASimpleTaskAndWritesOutputs) {
   EXPECT_NE(ck.find(CheckpointTensorKind::buffer, "bn1.running_mean"), nullptr);
   EXPECT_NE(ck.find(CheckpointTensorKind::optimizer_state, "main/fc.weight.momentum"), nullptr);
   std::filesystem::remove_all(dir);
+}
+
+// The test-time flip classifies each image by the mean of its logits and its mirror image's:
+// checked against the mirror made independently, on the stored pixels of a second dataset.
+TEST(Trainer, FlipTestTimeAugmentationAveragesEachImageWithItsMirror) {
+  const data::Dataset train = testing::band_images(120, 1), test = testing::band_images(40, 2);
+  data::Dataset mirrored = test;
+  const int64_t width = test.width;
+  for (std::size_t row = 0; row < mirrored.images.size(); row += static_cast<std::size_t>(width))
+    std::reverse(mirrored.images.begin() + static_cast<std::ptrdiff_t>(row),
+                 mirrored.images.begin() + static_cast<std::ptrdiff_t>(row) + width);
+  auto model = testing::tiny_resnet8(3);
+  TrainerOptions o = small_options({});
+  o.epochs = 1;
+  o.progress = false;
+  o.eval_flip = true;
+  o.eval_batch_size = 16;  // three batches, the last one partial
+  Trainer trainer(*model, train, nullptr, o);
+  trainer.fit();
+  const EvalResult with_flip = trainer.evaluate(test);
+
+  data::LoaderOptions lo;
+  lo.batch_size = 40;
+  lo.normalization = trainer.normalization();
+  data::Batch plain, flipped;
+  data::BatchLoader(test, lo).fill_batch(0, plain);
+  data::BatchLoader(mirrored, lo).fill_batch(0, flipped);
+  model->eval();
+  Tensor mean = model->forward(plain.images);
+  const CrossEntropyResult unflipped = softmax_cross_entropy(mean, plain.labels, 0.0f, nullptr);
+  const Tensor& other = model->forward(flipped.images);
+  for (int64_t i = 0; i < mean.numel(); ++i) mean.data()[i] = 0.5f * (mean.data()[i] + other.data()[i]);
+  const CrossEntropyResult expected = softmax_cross_entropy(mean, plain.labels, 0.0f, nullptr);
+
+  EXPECT_EQ(with_flip.images, 40);
+  EXPECT_NEAR(with_flip.loss, expected.loss, 1e-5);
+  EXPECT_DOUBLE_EQ(with_flip.accuracy, static_cast<double>(expected.correct) / 40.0);
+  EXPECT_GT(std::abs(unflipped.loss - expected.loss), 1e-4) << "the mirror images must change the logits";
 }
 
 TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {

@@ -43,6 +43,9 @@ struct TrainerOptions {
   int epochs = 1;
   int64_t batch_size = 128;
   int64_t eval_batch_size = 256;
+  // Test-time augmentation: evaluate() classifies each image by the mean of its logits and its
+  // mirror image's (a standard short-schedule trick; twice the evaluation cost, no training cost).
+  bool eval_flip = false;
 
   OptimizerKind optimizer = OptimizerKind::sgd;
   float lr = 0.1f;
