@@ -56,8 +56,12 @@ int run_train(int argc, char** argv) {
   args.option("train-subset", "N", "use only the first N training images (0 = all)", "0");
   args.option("test-subset", "N", "use only the first N test images (0 = all)", "0");
   args.option("eval-batch", "B", "evaluation batch size", "256");
-  args.choice("tta", {"none", "flip"},
-              "test-time augmentation of every evaluation: flip = mean logits of each image and its mirror", "none");
+  args.choice("tta", {"none", "flip", "shift", "flip-shift"},
+              "test-time augmentation of every evaluation, by the mean logits of several views of each image: flip = the "
+              "image and its mirror; shift = the image and its translations by (+P,+P) and (-P,-P) pixels (P = "
+              "--tta-shift); flip-shift = these three and their mirrors",
+              "none");
+  args.option("tta-shift", "P", "translation of the shift test-time views, in pixels", "2");
   args.option("resume", "CKPT", "continue the run saved in this checkpoint (same options)", "");
   args.option("init", "CKPT", "start from the weights of this checkpoint (a fresh run: new optimizer and schedule)", "");
   args.flag("init-partial", "with --init: tolerate entries missing from the checkpoint or absent from the model");
@@ -89,7 +93,9 @@ int run_train(int argc, char** argv) {
   o.epochs = static_cast<int>(args.get_int("epochs", 1, 100000));
   o.batch_size = args.get_int("batch", 2, 1 << 20);
   o.eval_batch_size = args.get_int("eval-batch", 1, 1 << 20);
-  o.eval_flip = args.get_string("tta") == "flip";
+  const std::string tta = args.get_string("tta");
+  o.eval_flip = tta == "flip" || tta == "flip-shift";
+  o.eval_shift = tta == "shift" || tta == "flip-shift" ? static_cast<int>(args.get_int("tta-shift", 1, 64)) : 0;
   o.optimizer = nn::parse_optimizer_kind(args.get_string("optimizer"));
   o.lr = static_cast<float>(args.get_double("lr", 0.0, 1e3));
   o.weight_decay = static_cast<float>(args.get_double("wd", 0.0, 1.0));
@@ -164,7 +170,8 @@ int run_train(int argc, char** argv) {
     j["test_images"] = r.images;
     j["test_accuracy"] = r.accuracy;
     j["test_loss"] = r.loss;
-    j["tta"] = o.eval_flip ? "flip" : "none";
+    j["tta"] = tta;
+    if (o.eval_shift > 0) j["tta_shift"] = o.eval_shift;
     j["model"] = model_meta;
     write_file_atomic(o.out_dir / "eval.json", j.dump(2) + "\n");
     trainer.save_checkpoint(o.out_dir / "model.ckpt");  // e.g. a calibrated model for post-training deployment

@@ -91,6 +91,26 @@ void mirror_horizontally(Tensor& images) {
   for (int64_t row = 0; row < images.numel(); row += width) std::reverse(data + row, data + row + width);
 }
 
+// out(y, x) = in(y + dy, x + dx) for an NCHW batch, with pad_value[c] outside the image: the
+// same translation the training crop makes with offset (dy, dx).
+void translate(const Tensor& in, int dy, int dx, const std::vector<float>& pad_value, Tensor& out) {
+  const int64_t N = in.dim(0), C = in.dim(1), H = in.dim(2), W = in.dim(3);
+  if (out.shape() != in.shape()) out = Tensor(in.shape());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float pad = pad_value[static_cast<std::size_t>(c)];
+      const float* src = in.data() + (n * C + c) * H * W;
+      float* dst = out.data() + (n * C + c) * H * W;
+      for (int64_t y = 0; y < H; ++y) {
+        const int64_t sy = y + dy;
+        for (int64_t x = 0; x < W; ++x) {
+          const int64_t sx = x + dx;
+          dst[y * W + x] = (sy < 0 || sy >= H || sx < 0 || sx >= W) ? pad : src[sy * W + sx];
+        }
+      }
+    }
+}
+
 }  // namespace
 
 Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Dataset* test_set, TrainerOptions options)
@@ -99,6 +119,9 @@ Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Data
   if (o.epochs < 1) throw ArgumentError(fmt::format("epochs = {}: expected at least 1", o.epochs));
   if (o.batch_size < 2) throw ArgumentError(fmt::format("batch size {}: expected at least 2 (batch norm)", o.batch_size));
   if (o.eval_batch_size < 1) throw ArgumentError(fmt::format("evaluation batch size {}: expected at least 1", o.eval_batch_size));
+  if (o.eval_shift < 0 || o.eval_shift >= std::min(train_set.height, train_set.width))
+    throw ArgumentError(fmt::format("test-time shift {}: expected 0 to {} pixels", o.eval_shift,
+                                    std::min(train_set.height, train_set.width) - 1));
   if (!(o.label_smoothing >= 0.0f && o.label_smoothing < 1.0f))
     throw ArgumentError(fmt::format("label smoothing {}: expected a value in [0, 1)", o.label_smoothing));
   if (!(o.warmup_epochs >= 0.0f) || o.warmup_epochs > static_cast<float>(o.epochs))
@@ -215,17 +238,36 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   double loss_sum = 0;
   int64_t correct = 0;
   data::Batch batch;
-  Tensor mean_logits;
+  // Test-time views: translations (dy, dx), each also mirrored with eval_flip.
+  std::vector<std::pair<int, int>> shifts{{0, 0}};
+  if (options_.eval_shift > 0) {
+    shifts.emplace_back(options_.eval_shift, options_.eval_shift);
+    shifts.emplace_back(-options_.eval_shift, -options_.eval_shift);
+  }
+  const int mirrors = options_.eval_flip ? 2 : 1;
+  const float view_weight = 1.0f / static_cast<float>(shifts.size() * static_cast<std::size_t>(mirrors));
+  std::vector<float> pad_value;  // pixel value 0 after normalization, per channel
+  for (std::size_t c = 0; c < normalization_.mean.size(); ++c)
+    pad_value.push_back(-normalization_.mean[c] / normalization_.stddev[c]);
+  Tensor view, mean_logits;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     loader.fill_batch(b, batch);
-    const Tensor* logits = &model_.forward(batch.images);
-    if (options_.eval_flip) {
-      mean_logits = *logits;  // forward() returns a reference into the model, overwritten by the next call
-      mirror_horizontally(batch.images);
-      const Tensor& mirrored = model_.forward(batch.images);
-      float* mean = mean_logits.data();
-      const float* other = mirrored.data();
-      for (int64_t i = 0; i < mean_logits.numel(); ++i) mean[i] = 0.5f * (mean[i] + other[i]);
+    const Tensor* logits = nullptr;
+    if (shifts.size() == 1 && mirrors == 1) {
+      logits = &model_.forward(batch.images);
+    } else {
+      for (std::size_t s = 0; s < shifts.size(); ++s) {
+        translate(batch.images, shifts[s].first, shifts[s].second, pad_value, view);
+        for (int m = 0; m < mirrors; ++m) {
+          if (m == 1) mirror_horizontally(view);
+          // forward() returns a reference into the model, overwritten by the next call: accumulate.
+          const Tensor& out = model_.forward(view);
+          if (s == 0 && m == 0) mean_logits = Tensor(out.shape());
+          float* mean = mean_logits.data();
+          const float* v = out.data();
+          for (int64_t i = 0; i < mean_logits.numel(); ++i) mean[i] += view_weight * v[i];
+        }
+      }
       logits = &mean_logits;
     }
     const CrossEntropyResult ce = softmax_cross_entropy(*logits, batch.labels, 0.0f, nullptr);
@@ -361,6 +403,7 @@ std::string Trainer::metadata_json() const {
                {"pad_crop", o.augmentation.pad_crop},
                {"horizontal_flip", o.augmentation.horizontal_flip},
                {"eval_flip", o.eval_flip},
+               {"eval_shift", o.eval_shift},
                {"seed", o.seed}};
   json groups = json::object();
   groups["main"] = {{"optimizer", parse_object(optimizer_->describe(), "optimizer")},

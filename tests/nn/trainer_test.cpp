@@ -70,42 +70,96 @@ TEST(Trainer, LearnsASimpleTaskAndWritesOutputs) {
   std::filesystem::remove_all(dir);
 }
 
-// The test-time flip classifies each image by the mean of its logits and its mirror image's:
-// checked against the mirror made independently, on the stored pixels of a second dataset.
-TEST(Trainer, FlipTestTimeAugmentationAveragesEachImageWithItsMirror) {
+// The test-time view (dy, dx, mirror) of every image, made independently of the trainer on the
+// stored pixels: out(y, x) = in(y + dy, x + dx), pixel 0 outside, then mirrored.
+data::Dataset test_time_view(const data::Dataset& d, int dy, int dx, bool mirror) {
+  data::Dataset out = d;
+  const int64_t H = d.height, W = d.width;
+  for (int64_t plane = 0; plane < d.size() * d.channels; ++plane) {
+    const uint8_t* src = d.images.data() + plane * H * W;
+    uint8_t* dst = out.images.data() + plane * H * W;
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t sy = y + dy, sx = (mirror ? W - 1 - x : x) + dx;
+        dst[y * W + x] = sy < 0 || sy >= H || sx < 0 || sx >= W ? uint8_t{0} : src[sy * W + sx];
+      }
+  }
+  return out;
+}
+
+struct TtaCase {
+  bool flip;
+  int shift;
+};
+
+class TestTimeAugmentation : public ::testing::TestWithParam<TtaCase> {};
+
+// Test-time augmentation classifies each image by the mean logits of its views: checked against
+// views made independently on the stored pixels (test_time_view), for the flip, the shifts and
+// both together.
+TEST_P(TestTimeAugmentation, ClassifiesByTheMeanLogitsOfIndependentlyMadeViews) {
+  const TtaCase tc = GetParam();
   const data::Dataset train = testing::band_images(120, 1), test = testing::band_images(40, 2);
-  data::Dataset mirrored = test;
-  const int64_t width = test.width;
-  for (std::size_t row = 0; row < mirrored.images.size(); row += static_cast<std::size_t>(width))
-    std::reverse(mirrored.images.begin() + static_cast<std::ptrdiff_t>(row),
-                 mirrored.images.begin() + static_cast<std::ptrdiff_t>(row) + width);
   auto model = testing::tiny_resnet8(3);
   TrainerOptions o = small_options({});
   o.epochs = 1;
   o.progress = false;
-  o.eval_flip = true;
+  o.eval_flip = tc.flip;
+  o.eval_shift = tc.shift;
   o.eval_batch_size = 16;  // three batches, the last one partial
   Trainer trainer(*model, train, nullptr, o);
   trainer.fit();
-  const EvalResult with_flip = trainer.evaluate(test);
+  const EvalResult augmented = trainer.evaluate(test);
 
+  std::vector<std::pair<int, int>> shifts{{0, 0}};
+  if (tc.shift > 0) shifts.insert(shifts.end(), {{tc.shift, tc.shift}, {-tc.shift, -tc.shift}});
   data::LoaderOptions lo;
   lo.batch_size = 40;
   lo.normalization = trainer.normalization();
-  data::Batch plain, flipped;
-  data::BatchLoader(test, lo).fill_batch(0, plain);
-  data::BatchLoader(mirrored, lo).fill_batch(0, flipped);
   model->eval();
-  Tensor mean = model->forward(plain.images);
-  const CrossEntropyResult unflipped = softmax_cross_entropy(mean, plain.labels, 0.0f, nullptr);
-  const Tensor& other = model->forward(flipped.images);
-  for (int64_t i = 0; i < mean.numel(); ++i) mean.data()[i] = 0.5f * (mean.data()[i] + other.data()[i]);
-  const CrossEntropyResult expected = softmax_cross_entropy(mean, plain.labels, 0.0f, nullptr);
+  Tensor mean;
+  double single_view_loss = 0;
+  std::vector<int> labels;
+  int views = 0;
+  for (const auto& [dy, dx] : shifts)
+    for (int mirror = 0; mirror < (tc.flip ? 2 : 1); ++mirror) {
+      data::Batch batch;
+      data::BatchLoader(test_time_view(test, dy, dx, mirror == 1), lo).fill_batch(0, batch);
+      const Tensor& logits = model->forward(batch.images);
+      labels = batch.labels;
+      if (views == 0) {
+        mean = logits;
+        single_view_loss = softmax_cross_entropy(logits, batch.labels, 0.0f, nullptr).loss;
+      } else {
+        for (int64_t i = 0; i < mean.numel(); ++i) mean.data()[i] += logits.data()[i];
+      }
+      ++views;
+    }
+  ASSERT_EQ(views, (tc.flip ? 2 : 1) * (tc.shift > 0 ? 3 : 1));
+  for (int64_t i = 0; i < mean.numel(); ++i) mean.data()[i] /= static_cast<float>(views);
+  const CrossEntropyResult expected = softmax_cross_entropy(mean, labels, 0.0f, nullptr);
 
-  EXPECT_EQ(with_flip.images, 40);
-  EXPECT_NEAR(with_flip.loss, expected.loss, 1e-5);
-  EXPECT_DOUBLE_EQ(with_flip.accuracy, static_cast<double>(expected.correct) / 40.0);
-  EXPECT_GT(std::abs(unflipped.loss - expected.loss), 1e-4) << "the mirror images must change the logits";
+  EXPECT_EQ(augmented.images, 40);
+  EXPECT_NEAR(augmented.loss, expected.loss, 1e-5);
+  EXPECT_DOUBLE_EQ(augmented.accuracy, static_cast<double>(expected.correct) / 40.0);
+  EXPECT_GT(std::abs(single_view_loss - expected.loss), 1e-4) << "the extra views must change the logits";
+}
+
+INSTANTIATE_TEST_SUITE_P(Views, TestTimeAugmentation,
+                         ::testing::Values(TtaCase{true, 0}, TtaCase{false, 1}, TtaCase{true, 1}, TtaCase{true, 2}),
+                         [](const ::testing::TestParamInfo<TtaCase>& param_info) {
+                           return std::string(param_info.param.flip ? "Flip" : "NoFlip") + "Shift" +
+                                  std::to_string(param_info.param.shift);
+                         });
+
+TEST(Trainer, RejectsATestTimeShiftAsWideAsTheImage) {
+  const data::Dataset train = testing::band_images(40, 1);
+  auto model = testing::tiny_resnet8(3);
+  TrainerOptions o = small_options({});
+  o.eval_shift = static_cast<int>(train.width);
+  EXPECT_THROW(Trainer(*model, train, nullptr, o), ArgumentError);
+  o.eval_shift = -1;
+  EXPECT_THROW(Trainer(*model, train, nullptr, o), ArgumentError);
 }
 
 TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {

@@ -43,9 +43,13 @@ struct TrainerOptions {
   int epochs = 1;
   int64_t batch_size = 128;
   int64_t eval_batch_size = 256;
-  // Test-time augmentation: evaluate() classifies each image by the mean of its logits and its
-  // mirror image's (a standard short-schedule trick; twice the evaluation cost, no training cost).
+  // Test-time augmentation: evaluate() classifies each image by the mean logits of several views
+  // of it (a standard short-schedule trick; costs evaluation time only, never training time).
+  // The views are the image itself plus, with eval_shift > 0, the image translated by
+  // (+eval_shift, +eval_shift) and (-eval_shift, -eval_shift) pixels (zero padding in pixel
+  // space, as the training crop); with eval_flip, every one of these views and its mirror image.
   bool eval_flip = false;
+  int eval_shift = 0;
 
   OptimizerKind optimizer = OptimizerKind::sgd;
   float lr = 0.1f;
