@@ -61,7 +61,7 @@ int run_train(int argc, char** argv) {
               "image and its mirror; shift = the image and its translations by (+P,+P) and (-P,-P) pixels (P = "
               "--tta-shift); flip-shift = these three and their mirrors",
               "none");
-  args.option("tta-shift", "P", "translation of the shift test-time views, in pixels", "2");
+  args.option("tta-shift", "P", "translation of the shift test-time views, in pixels", "1");
   args.option("resume", "CKPT", "continue the run saved in this checkpoint (same options)", "");
   args.option("init", "CKPT", "start from the weights of this checkpoint (a fresh run: new optimizer and schedule)", "");
   args.flag("init-partial", "with --init: tolerate entries missing from the checkpoint or absent from the model");
