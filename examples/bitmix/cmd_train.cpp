@@ -44,6 +44,10 @@ int run_train(int argc, char** argv) {
   args.option("milestones", "E1,E2,..", "step schedule: epochs at which the rate is multiplied by --gamma", "");
   args.option("gamma", "G", "step schedule factor", "0.1");
   args.option("label-smoothing", "S", "label smoothing in [0, 1)", "0");
+  args.option("ema", "DECAY",
+              "exponential moving average of the weights (e.g. 0.999; 0 = off): evaluation and model.ckpt use the "
+              "average",
+              "0");
   args.choice("augment", {"auto", "none", "crop", "flip", "crop-flip"},
               "augmentation: random pad-and-crop and/or horizontal flip; auto = crop-flip for cifar10, none otherwise",
               "auto");
@@ -115,6 +119,7 @@ int run_train(int argc, char** argv) {
     throw UsageError("--schedule step needs --milestones (e.g. --milestones 100,150)");
   o.gamma = static_cast<float>(args.get_double("gamma", 1e-6, 1.0));
   o.label_smoothing = static_cast<float>(args.get_double("label-smoothing", 0.0, 0.999));
+  o.ema_decay = static_cast<float>(args.get_double("ema", 0.0, 0.999999));
   std::string augment = args.get_string("augment");
   if (augment == "auto") augment = spec.kind == "cifar10" ? "crop-flip" : "none";
   if (augment == "crop" || augment == "crop-flip")

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "bitmix/core/cpu.hpp"
@@ -122,6 +123,8 @@ Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Data
   if (o.eval_shift < 0 || o.eval_shift >= std::min(train_set.height, train_set.width))
     throw ArgumentError(fmt::format("test-time shift {}: expected 0 to {} pixels", o.eval_shift,
                                     std::min(train_set.height, train_set.width) - 1));
+  if (!(o.ema_decay >= 0.0f && o.ema_decay < 1.0f))
+    throw ArgumentError(fmt::format("weight-average decay {}: expected a value in [0, 1) (0 = no averaging)", o.ema_decay));
   if (!(o.label_smoothing >= 0.0f && o.label_smoothing < 1.0f))
     throw ArgumentError(fmt::format("label smoothing {}: expected a value in [0, 1)", o.label_smoothing));
   if (!(o.warmup_epochs >= 0.0f) || o.warmup_epochs > static_cast<float>(o.epochs))
@@ -225,9 +228,56 @@ void Trainer::build_optimizer() {
   so.milestones = o.milestones;
   so.gamma = o.gamma;
   schedule_ = LrSchedule(so);
+  init_average();
 }
 
+void Trainer::init_average() {
+  if (options_.ema_decay <= 0.0f || !averaged_.empty()) return;
+  for (const NamedParameter& p : model_.named_parameters())
+    averaged_.push_back({p.name, CheckpointTensorKind::parameter, &p.parameter->value, p.parameter->value});
+  for (const NamedBuffer& b : model_.named_buffers()) {
+    const std::string_view name = b.name;
+    const std::string_view local = name.substr(name.rfind('.') == std::string_view::npos ? 0 : name.rfind('.') + 1);
+    if (local.starts_with("running_"))
+      averaged_.push_back({b.name, CheckpointTensorKind::buffer, &b.buffer->value, b.buffer->value});
+  }
+}
+
+void Trainer::update_average() {
+  if (averaged_.empty()) return;
+  // step_ updates so far (1 after the first step).
+  const double t = static_cast<double>(step_);
+  const float d = static_cast<float>(std::min(double{options_.ema_decay}, (1.0 + t) / (10.0 + t)));
+  for (AveragedTensor& a : averaged_) {
+    float* avg = a.average.data();
+    const float* live = a.live->data();
+    for (int64_t i = 0; i < a.average.numel(); ++i) avg[i] = d * avg[i] + (1.0f - d) * live[i];
+  }
+}
+
+void Trainer::swap_average_into_model() {
+  // Element-wise, so every tensor keeps its storage (layers may hold pointers into it).
+  for (AveragedTensor& a : averaged_) std::swap_ranges(a.average.data(), a.average.data() + a.average.numel(), a.live->data());
+}
+
+namespace {
+// Puts the averaged weights into the model for the lifetime of the guard, and back afterwards
+// (also when evaluation throws).
+class AverageInModel {
+ public:
+  explicit AverageInModel(std::function<void()> swap) : swap_(std::move(swap)) { swap_(); }
+  ~AverageInModel() { swap_(); }
+  AverageInModel(const AverageInModel&) = delete;
+  AverageInModel& operator=(const AverageInModel&) = delete;
+
+ private:
+  std::function<void()> swap_;
+};
+}  // namespace
+
 EvalResult Trainer::evaluate(const data::Dataset& dataset) {
+  std::optional<AverageInModel> averaged_weights;
+  if (!averaged_.empty()) averaged_weights.emplace([this] { swap_average_into_model(); });
   data::LoaderOptions lo;
   lo.batch_size = options_.eval_batch_size;
   lo.normalization = normalization_;
@@ -329,6 +379,7 @@ EpochStats Trainer::train_epoch() {
     optimizer_->step(lr);
     for (ParameterGroup& g : groups_) g.optimizer->step(g.schedule.lr(step_));
     ++step_;
+    update_average();
     loss_sum += (ce.loss + extra) * static_cast<double>(n);
     extra_sum += extra * static_cast<double>(n);
     correct += ce.correct;
@@ -400,6 +451,7 @@ std::string Trainer::metadata_json() const {
                {"milestones", o.milestones},
                {"gamma", o.gamma},
                {"label_smoothing", o.label_smoothing},
+               {"ema_decay", o.ema_decay},
                {"pad_crop", o.augmentation.pad_crop},
                {"horizontal_flip", o.augmentation.horizontal_flip},
                {"eval_flip", o.eval_flip},
@@ -439,7 +491,17 @@ void Trainer::save_checkpoint(const std::filesystem::path& path) {
   build_optimizer();
   Checkpoint ck;
   ck.metadata = metadata_json();
-  add_model_state(ck, model_);
+  if (averaged_.empty()) {
+    add_model_state(ck, model_);
+  } else {
+    // The model entries hold what evaluate() measured (the averages); the trained weights go
+    // beside them for resuming.
+    {
+      AverageInModel averaged_weights([this] { swap_average_into_model(); });
+      add_model_state(ck, model_);
+    }
+    for (const AveragedTensor& a : averaged_) ck.add(CheckpointTensorKind::extra, "live/" + a.name, *a.live);
+  }
   add_optimizer_state(ck, *optimizer_, "main");
   for (ParameterGroup& g : groups_) add_optimizer_state(ck, *g.optimizer, g.name);
   nn::save_checkpoint(path, ck);
@@ -470,11 +532,33 @@ void Trainer::resume(const std::filesystem::path& path) {
                                         source, d.at("name").get<std::string>(), d.at("train_images").get<int64_t>(),
                                         train_set_.name, train_set_.size()));
     }
+    const float ema_decay = o.value("ema_decay", 0.0f);
+    if (ema_decay != options_.ema_decay)
+      throw ArgumentError(fmt::format("checkpoint {} was trained with weight-average decay {}; resuming with {} would "
+                                      "not continue the same run",
+                                      source, ema_decay, options_.ema_decay));
     const int epoch = meta.at("epoch").get<int>();
     if (epoch < 0 || epoch > options_.epochs)
       throw ArgumentError(fmt::format("checkpoint {} is at epoch {}, beyond the {} epochs of this run", source, epoch,
                                       options_.epochs));
+    // With averaging, every averaged tensor needs its trained value: check them all before
+    // changing anything.
+    std::vector<const Tensor*> live_values;
+    for (const AveragedTensor& a : averaged_) {
+      const CheckpointEntry* e = ck.find(CheckpointTensorKind::extra, "live/" + a.name);
+      if (e == nullptr)
+        throw FormatError(fmt::format("checkpoint {}: no trained value 'live/{}' beside the weight average", source, a.name));
+      if (e->value.shape() != a.live->shape())
+        throw FormatError(fmt::format("checkpoint {}: 'live/{}' has shape {}, the model expects {}", source, a.name,
+                                      shape_to_string(e->value.shape()), shape_to_string(a.live->shape())));
+      live_values.push_back(&e->value);
+    }
     load_model_state(model_, ck, {}, source);
+    for (std::size_t i = 0; i < averaged_.size(); ++i) {
+      AveragedTensor& a = averaged_[i];
+      std::copy(a.live->data(), a.live->data() + a.live->numel(), a.average.data());
+      std::copy(live_values[i]->data(), live_values[i]->data() + live_values[i]->numel(), a.live->data());
+    }
     load_optimizer_state(*optimizer_, ck, "main", source);
     for (ParameterGroup& g : groups_) load_optimizer_state(*g.optimizer, ck, g.name, source);
     history_.clear();

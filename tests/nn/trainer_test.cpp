@@ -162,21 +162,26 @@ TEST(Trainer, RejectsATestTimeShiftAsWideAsTheImage) {
   EXPECT_THROW(Trainer(*model, train, nullptr, o), ArgumentError);
 }
 
-TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
+// With weight averaging (ema_decay > 0) too: the averages and the trained weights both come back.
+class Resume : public ::testing::TestWithParam<float> {};
+
+TEST_P(Resume, ResumedRunMatchesUninterruptedRunExactly) {
   const data::Dataset train = testing::band_images(200, 3), test = testing::band_images(60, 4);
   const auto dir_a = fresh_dir("resume_a"), dir_b = fresh_dir("resume_b");
+  TrainerOptions options_a = small_options(dir_a), options_b = small_options(dir_b);
+  options_a.ema_decay = options_b.ema_decay = GetParam();
   auto model_a = testing::tiny_resnet8(7);
-  Trainer a(*model_a, train, &test, small_options(dir_a));
+  Trainer a(*model_a, train, &test, options_a);
   const std::vector<EpochStats> history_a = a.fit();
 
   {
     auto model_b = testing::tiny_resnet8(7);
-    Trainer b(*model_b, train, &test, small_options(dir_b));
+    Trainer b(*model_b, train, &test, options_b);
     b.fit(1);  // the job stops after one epoch
     EXPECT_EQ(b.epochs_done(), 1);
   }
   auto model_c = testing::tiny_resnet8(99);  // different initial weights: everything must come from the checkpoint
-  Trainer c(*model_c, train, &test, small_options(dir_b));
+  Trainer c(*model_c, train, &test, options_b);
   c.resume(dir_b / "model.ckpt");
   EXPECT_EQ(c.epochs_done(), 1);
   EXPECT_EQ(c.steps_done(), c.batches_per_epoch());
@@ -194,8 +199,18 @@ TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
   for (std::size_t i = 0; i < ba.size(); ++i)
     for (int64_t k = 0; k < ba[i].buffer->value.numel(); ++k) ASSERT_EQ(ba[i].buffer->value[k], bc[i].buffer->value[k]);
 
+  // The checkpoints agree too (with averaging: the averages in the model entries, the trained
+  // weights under live/).
+  const Checkpoint ck_a = load_checkpoint(dir_a / "model.ckpt"), ck_c = load_checkpoint(dir_b / "model.ckpt");
+  ASSERT_EQ(ck_a.entries.size(), ck_c.entries.size());
+  for (std::size_t i = 0; i < ck_a.entries.size(); ++i) {
+    ASSERT_EQ(ck_a.entries[i].name, ck_c.entries[i].name);
+    for (int64_t k = 0; k < ck_a.entries[i].value.numel(); ++k)
+      ASSERT_EQ(ck_a.entries[i].value[k], ck_c.entries[i].value[k]) << ck_a.entries[i].name;
+  }
+
   // Resuming with another seed would not continue the same run: refused.
-  TrainerOptions other = small_options(dir_b);
+  TrainerOptions other = options_b;
   other.seed = 12;
   auto model_d = testing::tiny_resnet8(7);
   Trainer d(*model_d, train, &test, other);
@@ -203,10 +218,103 @@ TEST(Trainer, ResumedRunMatchesUninterruptedRunExactly) {
   // So would another dataset.
   const data::Dataset smaller = testing::band_images(150, 3);
   auto model_e = testing::tiny_resnet8(7);
-  Trainer e(*model_e, smaller, &test, small_options(dir_b));
+  Trainer e(*model_e, smaller, &test, options_b);
   EXPECT_THROW(e.resume(dir_b / "model.ckpt"), ArgumentError);
+  // So would switching weight averaging on or off.
+  TrainerOptions toggled = options_b;
+  toggled.ema_decay = GetParam() > 0.0f ? 0.0f : 0.9f;
+  auto model_f = testing::tiny_resnet8(7);
+  Trainer f(*model_f, train, &test, toggled);
+  EXPECT_THROW(f.resume(dir_b / "model.ckpt"), ArgumentError);
   std::filesystem::remove_all(dir_a);
   std::filesystem::remove_all(dir_b);
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightAveraging, Resume, ::testing::Values(0.0f, 0.9f),
+                         [](const ::testing::TestParamInfo<float>& param_info) {
+                           return param_info.param > 0.0f ? std::string("Averaged") : std::string("Plain");
+                         });
+
+// The weight average follows its definition: recomputed here in double precision from the
+// weights seen at every step (parameters before each step, BatchNorm statistics after each
+// forward pass), it matches the model entries of the checkpoint; evaluate() measures it; the
+// trained weights stay in the model and are saved under live/.
+TEST(Trainer, WeightAverageIsTheExponentialMovingAverageOfTheTrainedWeights) {
+  const data::Dataset train = testing::band_images(96, 12), test = testing::band_images(45, 13);
+  const auto dir = fresh_dir("ema");
+  auto model = testing::tiny_resnet8(4);
+  TrainerOptions o = small_options(dir);
+  o.epochs = 2;
+  o.ema_decay = 0.8f;
+  const std::string param_name = "layer1.0.conv1.weight", buffer_name = "bn1.running_mean";
+  Parameter* param = nullptr;
+  Buffer* buffer = nullptr;
+  for (const NamedParameter& p : model->named_parameters())
+    if (p.name == param_name) param = p.parameter;
+  for (const NamedBuffer& b : model->named_buffers())
+    if (b.name == buffer_name) buffer = b.buffer;
+  ASSERT_NE(param, nullptr);
+  ASSERT_NE(buffer, nullptr);
+  auto as_double = [](const Tensor& t) { return std::vector<double>(t.data(), t.data() + t.numel()); };
+  std::vector<double> param_avg = as_double(param->value), buffer_avg = as_double(buffer->value);
+  int64_t step = 0;
+  auto fold = [&](std::vector<double>& avg, const std::vector<double>& value, int64_t t) {
+    const double d = std::min(0.8, (1.0 + static_cast<double>(t)) / (10.0 + static_cast<double>(t)));
+    for (std::size_t i = 0; i < avg.size(); ++i) avg[i] = d * avg[i] + (1.0 - d) * value[i];
+  };
+  Trainer trainer(*model, train, nullptr, o);
+  // Called after each backward pass of step + 1: the parameter is what the average took in
+  // after `step` steps, and the statistics already include this step's forward pass, i.e. what
+  // the average takes in after step + 1.
+  trainer.set_extra_loss([&] {
+    if (step > 0) fold(param_avg, as_double(param->value), step);
+    ++step;
+    fold(buffer_avg, as_double(buffer->value), step);
+    return 0.0;
+  });
+  trainer.fit();
+  ASSERT_EQ(step, 2 * trainer.batches_per_epoch());
+  fold(param_avg, as_double(param->value), step);  // the last step's result
+
+  const Checkpoint ck = load_checkpoint(dir / "model.ckpt");
+  const CheckpointEntry* saved_param = ck.find(CheckpointTensorKind::parameter, param_name);
+  const CheckpointEntry* saved_buffer = ck.find(CheckpointTensorKind::buffer, buffer_name);
+  const CheckpointEntry* live_param = ck.find(CheckpointTensorKind::extra, "live/" + param_name);
+  ASSERT_NE(saved_param, nullptr);
+  ASSERT_NE(saved_buffer, nullptr);
+  ASSERT_NE(live_param, nullptr);
+  double largest_gap = 0;  // between the average and the trained weights: the test must be able to tell them apart
+  for (std::size_t i = 0; i < param_avg.size(); ++i) {
+    EXPECT_NEAR(saved_param->value[static_cast<int64_t>(i)], param_avg[i], 1e-5 + 1e-4 * std::abs(param_avg[i])) << i;
+    EXPECT_EQ(live_param->value[static_cast<int64_t>(i)], param->value[static_cast<int64_t>(i)]) << i;
+    largest_gap = std::max(largest_gap, std::abs(param_avg[i] - double{param->value[static_cast<int64_t>(i)]}));
+  }
+  EXPECT_GT(largest_gap, 1e-3);
+  for (std::size_t i = 0; i < buffer_avg.size(); ++i)
+    EXPECT_NEAR(saved_buffer->value[static_cast<int64_t>(i)], buffer_avg[i], 1e-5 + 1e-4 * std::abs(buffer_avg[i])) << i;
+
+  // evaluate() measures the average, and leaves the trained weights in the model.
+  const std::vector<double> trained = as_double(param->value);
+  const EvalResult averaged = trainer.evaluate(test);
+  EXPECT_EQ(as_double(param->value), trained);
+  auto reloaded = testing::tiny_resnet8(0);
+  load_model_state(*reloaded, ck);
+  TrainerOptions plain = small_options({});
+  Trainer reference(*reloaded, train, nullptr, plain);
+  const EvalResult expected = reference.evaluate(test);
+  EXPECT_DOUBLE_EQ(averaged.loss, expected.loss);
+  EXPECT_DOUBLE_EQ(averaged.accuracy, expected.accuracy);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, RejectsAWeightAverageDecayOutsideZeroToOne) {
+  const data::Dataset train = testing::band_images(40, 1);
+  auto model = testing::tiny_resnet8(3);
+  TrainerOptions o = small_options({});
+  for (float decay : {-0.1f, 1.0f, std::nanf("")}) {
+    o.ema_decay = decay;
+    EXPECT_THROW(Trainer(*model, train, nullptr, o), ArgumentError) << decay;
+  }
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {

@@ -66,6 +66,15 @@ struct TrainerOptions {
   float gamma = 0.1f;
 
   float label_smoothing = 0.0f;
+  // Exponential moving average of the weights (0 = off): after every step,
+  // average = d * average + (1 - d) * weight with d = min(ema_decay, (1 + t) / (10 + t)) at
+  // step t (the ramp keeps the average from remembering the initial weights). It covers every
+  // model parameter and the BatchNorm running statistics (buffers named "running_*", which
+  // belong with the weights they were measured on); other buffers (quantizer state, flags) are
+  // used as trained. evaluate() and the model entries of the checkpoint use the averages, so
+  // what is measured is what --init, export and deployment load; the trained weights are kept
+  // beside them ("live/<name>") for resuming.
+  float ema_decay = 0.0f;
   data::Augmentation augmentation;
   // Input normalization; empty = computed from the training set. Fine-tuning from a checkpoint
   // passes the checkpoint's, so the weights see the inputs they were trained on.
@@ -142,6 +151,18 @@ class Trainer {
   EpochStats train_epoch();
   std::string metadata_json() const;
   void write_outputs(bool finished);
+  // Weight averaging (options_.ema_decay > 0).
+  void init_average();
+  void update_average();
+  void swap_average_into_model();  // exchanges the averages and the model's values (an involution)
+
+  struct AveragedTensor {
+    std::string name;
+    CheckpointTensorKind kind;
+    Tensor* live;
+    Tensor average;
+  };
+  std::vector<AveragedTensor> averaged_;
 
   Module& model_;
   const data::Dataset& train_set_;
