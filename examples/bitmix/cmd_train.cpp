@@ -52,6 +52,10 @@ int run_train(int argc, char** argv) {
               "augmentation: random pad-and-crop and/or horizontal flip; auto = crop-flip for cifar10, none otherwise",
               "auto");
   args.option("pad-crop", "P", "padding of the random crop", "4");
+  args.choice("flip", {"random", "alternate"},
+              "horizontal flip of --augment flip/crop-flip: random = a fresh coin per image and epoch; alternate = each "
+              "image mirrored in every other epoch (less redundancy in short schedules)",
+              "random");
   args.choice("shortcut", {"A", "B"},
               "ResNet shortcut where the shape changes: A = identity with zero-padded channels, B = 1x1 projection",
               "A");
@@ -125,6 +129,9 @@ int run_train(int argc, char** argv) {
   if (augment == "crop" || augment == "crop-flip")
     o.augmentation.pad_crop = static_cast<int>(args.get_int("pad-crop", 1, 64));
   o.augmentation.horizontal_flip = augment == "flip" || augment == "crop-flip";
+  if (args.get_string("flip") == "alternate" && !o.augmentation.horizontal_flip)
+    throw UsageError(fmt::format("--flip alternate needs a flipping --augment (flip or crop-flip), not '{}'", augment));
+  o.augmentation.alternate_flip = args.get_string("flip") == "alternate";
   o.seed = seed;
   o.out_dir = args.get_string("out");
   o.progress = !args.get_flag("no-progress");

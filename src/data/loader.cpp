@@ -138,6 +138,10 @@ void BatchLoader::fill_batch(int64_t index, Batch& out) const {
           dx = static_cast<int>(rng.below(static_cast<uint64_t>(2 * pad + 1))) - pad;
         }
         if (flip) mirror = rng.bernoulli(0.5f);
+        // Alternating: the image's first-epoch coin (its own stream, apart from the per-epoch
+        // ones), flipped in odd epochs.
+        if (flip && options_.augmentation.alternate_flip)
+          mirror = base.fork(~static_cast<uint64_t>(image_index)).bernoulli(0.5f) != ((epoch_ & 1) != 0);
       }
       const uint8_t* src = d.images.data() + image_index * d.image_numel();
       float* dst = out.images.data() + b * C * H * W;

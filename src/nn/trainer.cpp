@@ -454,6 +454,7 @@ std::string Trainer::metadata_json() const {
                {"ema_decay", o.ema_decay},
                {"pad_crop", o.augmentation.pad_crop},
                {"horizontal_flip", o.augmentation.horizontal_flip},
+               {"alternate_flip", o.augmentation.alternate_flip},
                {"eval_flip", o.eval_flip},
                {"eval_shift", o.eval_shift},
                {"seed", o.seed}};

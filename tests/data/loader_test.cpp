@@ -134,6 +134,59 @@ TEST(BatchLoader, AugmentationShiftsWithZeroPaddingAndFlips) {
   EXPECT_GT(shifted, 20);
 }
 
+// Whether each image of the epoch came out mirrored (no crop; the images are not symmetric).
+std::vector<int> mirrored_in_epoch(const Dataset& d, LoaderOptions options, int epoch) {
+  BatchLoader loader(d, options);
+  loader.set_epoch(epoch);
+  std::vector<int> mirrored(static_cast<std::size_t>(d.size()), -1);
+  const int64_t W = d.width, plane = d.height * W;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    const Batch batch = loader.batch(b);
+    for (std::size_t k = 0; k < batch.indices.size(); ++k) {
+      const int64_t i = batch.indices[k];
+      const uint8_t* src = d.images.data() + i * d.image_numel();
+      bool same = true, mirror = true;
+      for (int64_t c = 0; c < d.channels; ++c)
+        for (int64_t y = 0; y < d.height; ++y)
+          for (int64_t x = 0; x < W; ++x) {
+            const float out = batch.images.at(static_cast<int64_t>(k), c, y, x);
+            same = same && out == src[c * plane + y * W + x] / 255.0f;
+            mirror = mirror && out == src[c * plane + y * W + (W - 1 - x)] / 255.0f;
+          }
+      EXPECT_NE(same, mirror) << "image " << i << " in epoch " << epoch;
+      mirrored[static_cast<std::size_t>(i)] = mirror ? 1 : 0;
+    }
+  }
+  return mirrored;
+}
+
+// Alternating flip: every image changes orientation from each epoch to the next, and the
+// first epoch's orientations are mixed (a coin per image); random flip repeats about half.
+TEST(BatchLoader, AlternatingFlipMirrorsEachImageInEveryOtherEpoch) {
+  const Dataset d = make_dataset(64, 2, 4, 5);
+  LoaderOptions options;
+  options.batch_size = 24;
+  options.shuffle = true;
+  options.augmentation.horizontal_flip = true;
+  options.augmentation.alternate_flip = true;
+  options.normalization = {{0.0f, 0.0f}, {1.0f, 1.0f}};
+  options.seed = 9;
+  std::vector<std::vector<int>> epochs;
+  for (int e = 0; e < 4; ++e) epochs.push_back(mirrored_in_epoch(d, options, e));
+  const auto first_mirrored = std::count(epochs[0].begin(), epochs[0].end(), 1);
+  EXPECT_GT(first_mirrored, 16);
+  EXPECT_LT(first_mirrored, 48);
+  for (int e = 1; e < 4; ++e)
+    for (std::size_t i = 0; i < epochs[0].size(); ++i)
+      EXPECT_NE(epochs[static_cast<std::size_t>(e)][i], epochs[static_cast<std::size_t>(e) - 1][i]) << "image " << i << " epoch " << e;
+
+  options.augmentation.alternate_flip = false;
+  const std::vector<int> random0 = mirrored_in_epoch(d, options, 0), random1 = mirrored_in_epoch(d, options, 1);
+  int repeated = 0;
+  for (std::size_t i = 0; i < random0.size(); ++i) repeated += random0[i] == random1[i];
+  EXPECT_GT(repeated, 16);
+}
+
 TEST(BatchLoader, SameBatchesForAnyThreadCount) {
   const Dataset d = make_dataset(100, 3, 8, 8);
   LoaderOptions options;

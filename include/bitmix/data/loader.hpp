@@ -23,6 +23,12 @@ Normalization compute_normalization(const Dataset& dataset);
 struct Augmentation {
   int pad_crop = 0;              // zero-pad by this many pixels, then crop back at a random offset
   bool horizontal_flip = false;  // mirror with probability 1/2
+  // With horizontal_flip: instead of a fresh coin every epoch, each image is mirrored in every
+  // other epoch, starting from a coin drawn once per image. Any two consecutive epochs then show
+  // both orientations of every image, where independent coins repeat one orientation half the
+  // time: less redundancy, which matters in short schedules (K. Jordan, "94% on CIFAR-10 in
+  // 3.29 seconds on a single GPU", 2024, alternating flip).
+  bool alternate_flip = false;
 };
 
 struct LoaderOptions {
