@@ -234,12 +234,12 @@ void Trainer::build_optimizer() {
 void Trainer::init_average() {
   if (options_.ema_decay <= 0.0f || !averaged_.empty()) return;
   for (const NamedParameter& p : model_.named_parameters())
-    averaged_.push_back({p.name, CheckpointTensorKind::parameter, &p.parameter->value, p.parameter->value});
+    averaged_.push_back({p.name, &p.parameter->value, p.parameter->value});
   for (const NamedBuffer& b : model_.named_buffers()) {
     const std::string_view name = b.name;
     const std::string_view local = name.substr(name.rfind('.') == std::string_view::npos ? 0 : name.rfind('.') + 1);
     if (local.starts_with("running_"))
-      averaged_.push_back({b.name, CheckpointTensorKind::buffer, &b.buffer->value, b.buffer->value});
+      averaged_.push_back({b.name, &b.buffer->value, b.buffer->value});
   }
 }
 

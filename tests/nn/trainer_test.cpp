@@ -226,6 +226,24 @@ TEST_P(Resume, ResumedRunMatchesUninterruptedRunExactly) {
   auto model_f = testing::tiny_resnet8(7);
   Trainer f(*model_f, train, &test, toggled);
   EXPECT_THROW(f.resume(dir_b / "model.ckpt"), ArgumentError);
+  if (GetParam() > 0.0f) {
+    // An averaged run's checkpoint without one of its trained values cannot be resumed.
+    Checkpoint damaged = load_checkpoint(dir_b / "model.ckpt");
+    const auto live = std::find_if(damaged.entries.begin(), damaged.entries.end(),
+                                   [](const CheckpointEntry& entry) { return entry.name.starts_with("live/"); });
+    ASSERT_NE(live, damaged.entries.end());
+    const std::string missing = live->name;
+    damaged.entries.erase(live);
+    save_checkpoint(dir_b / "damaged.ckpt", damaged);
+    auto model_g = testing::tiny_resnet8(7);
+    Trainer g(*model_g, train, &test, options_b);
+    try {
+      g.resume(dir_b / "damaged.ckpt");
+      FAIL() << "expected FormatError";
+    } catch (const FormatError& error) {
+      EXPECT_NE(std::string(error.what()).find(missing), std::string::npos) << error.what();
+    }
+  }
   std::filesystem::remove_all(dir_a);
   std::filesystem::remove_all(dir_b);
 }

@@ -158,7 +158,6 @@ class Trainer {
 
   struct AveragedTensor {
     std::string name;
-    CheckpointTensorKind kind;
     Tensor* live;
     Tensor average;
   };
