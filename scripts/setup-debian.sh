@@ -8,6 +8,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build git pkg-config
+  ccache                         # rebuilds of unchanged sources come from the cache (CMake uses it when found)
   libeigen3-dev libfmt-dev zlib1g-dev nlohmann-json3-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist          # Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist
