@@ -12,6 +12,7 @@
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/nn/checkpoint.hpp"
+#include "core/strict_json.hpp"
 #include "cli.hpp"
 
 namespace bitmix::cli {
@@ -21,8 +22,8 @@ using json = nlohmann::json;
 
 json read_json(const fs::path& path) {
   const std::string text = read_file_text(path);
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw FormatError(fmt::format("{}: not a JSON object", path.string()));
+  json j = bitmix::detail::parse_json_strict(text, path.string());
+  if (!j.is_object()) throw FormatError(fmt::format("{}: not a JSON object", path.string()));
   return j;
 }
 

@@ -8,6 +8,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "core/strict_json.hpp"
 
 namespace bitmix::nn {
 
@@ -34,8 +35,8 @@ std::string model_spec_to_json(const ModelSpec& spec) {
 }
 
 ModelSpec model_spec_from_json(std::string_view text) {
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw FormatError("model spec: expected a JSON object");
+  const nlohmann::json j = bitmix::detail::parse_json_strict(text, "model spec");
+  if (!j.is_object()) throw FormatError("model spec: expected a JSON object");
   ModelSpec spec;
   auto field = [&](const char* key) -> const nlohmann::json& {
     if (!j.contains(key)) throw FormatError(fmt::format("model spec: missing field '{}'", key));

@@ -9,6 +9,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
+#include "core/strict_json.hpp"
 
 namespace bitmix::quant {
 namespace {
@@ -324,12 +325,7 @@ BitConfig BitConfig::load(const std::filesystem::path& path) { return parse(read
 
 BitConfig BitConfig::parse(std::string_view json_text, std::string_view source) {
   const Reader r{std::string(source)};
-  Json root;
-  try {
-    root = Json::parse(json_text.begin(), json_text.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(fmt::format("{}: not valid JSON: {}", source, e.what()));
-  }
+  const Json root = bitmix::detail::parse_json_strict<Json>(json_text, source);
   if (!root.is_object()) r.fail("top level", "expected a JSON object");
   r.expect_keys(root, "top level", {"format", "version", "model", "policy", "layers", "totals", "notes"});
   const std::string format = r.string(r.required(root, "top level", "format"), "top level", "format");

@@ -7,6 +7,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
+#include "core/strict_json.hpp"
 
 namespace bitmix::search {
 
@@ -78,12 +79,7 @@ void LatencyTable::save(const std::filesystem::path& path) const {
 LatencyTable LatencyTable::load(const std::filesystem::path& path) {
   const std::string text = read_file_text(path);
   const std::string file = path.string();
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(fmt::format("{}: not valid JSON: {}", file, e.what()));
-  }
+  const nlohmann::json json = bitmix::detail::parse_json_strict(text, file);
   try {
     if (!json.is_object() || json.value("format", "") != "bitmix-latency-table")
       throw FormatError(fmt::format("{}: not a bitmix latency table (\"format\" must be \"bitmix-latency-table\")", file));

@@ -185,6 +185,12 @@ TEST(BitConfig, MalformedFilesNameTheEntry) {
                       {"policy", "last_layer_bits"});
   expect_format_error(replace(valid_json(), "\"policy\": {", "\"policy\": {\"middle\": 3, "), {"unknown key \"middle\""});
   expect_format_error(replace(valid_json(), "\n}", ", \"totals\": {\"macs\": 1.5}\n}"), {"totals", "macs"});
+  // Strict JSON: a key written twice (last one would silently win) and a number beyond a double.
+  expect_format_error(replace(valid_json(), "\"model\": \"tiny\",", "\"model\": \"tiny\", \"model\": \"big\","),
+                      {"key \"model\" appears twice", "at /"});
+  expect_format_error(valid_json(R"("w_bits": 4, "a_bits": 4, "a_bits": 2, "w_quant": "lsq", "a_quant": "lsq")"),
+                      {"key \"a_bits\" appears twice", "/layers/1"});
+  expect_format_error(replace(valid_json(), "\"macs\": 2000", "\"macs\": 1e400"), {"number overflow", "1e400"});
   // Valid variants still parse: no policy (nothing pinned), null pins, float layers.
   EXPECT_NO_THROW(BitConfig::parse(replace(valid_json(), "\"policy\": {\"first_layer_bits\": 8, \"last_layer_bits\": 8},", "")));
   EXPECT_NO_THROW(BitConfig::parse(replace(valid_json(), "\"last_layer_bits\": 8", "\"last_layer_bits\": null")));

@@ -178,6 +178,15 @@ TEST_F(LatencyTableFile, RejectsMalformedFiles) {
       "non-negative");
   expect_format_error("{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":0,\"threads\":1,\"layers\":[]}",
                       "batch 0");
+  // Strict JSON: a layer's timing given twice, a time beyond a double.
+  expect_format_error(
+      "{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":1,\"threads\":1,\"layers\":"
+      "[{\"name\":\"a\",\"entries\":[{\"w_bits\":2,\"a_bits\":2,\"ms\":1,\"ms\":0.5}]}]}",
+      "key \"ms\" appears twice in the object at /layers/0/entries/0");
+  expect_format_error(
+      "{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":1,\"threads\":1,\"layers\":"
+      "[{\"name\":\"a\",\"entries\":[{\"w_bits\":2,\"a_bits\":2,\"ms\":1e400}]}]}",
+      "number overflow");
   EXPECT_THROW(LatencyTable::load(dir_ / "missing.json"), IoError);
 }
 
