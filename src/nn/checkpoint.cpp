@@ -211,6 +211,9 @@ Checkpoint parse_checkpoint(const std::vector<uint8_t>& bytes, std::string_view 
   const uint64_t table_offset = r.uint(8, "table offset");
   const uint64_t table_size = r.uint(8, "table size");
   const uint64_t count = r.uint(4, "entry count");
+  // Reserved in version 1: a non-zero value is a newer writer's field this reader would ignore.
+  const uint64_t reserved = r.uint(4, "reserved");
+  if (reserved != 0) r.fail(fmt::format("reserved header field at byte 60 is {}, expected 0", reserved));
   if (meta_offset != kHeaderSize || meta_size > end - meta_offset)
     r.fail(fmt::format("metadata section [{}, +{}) is outside the file", meta_offset, meta_size));
   if (table_offset != meta_offset + meta_size || table_size > end - table_offset)

@@ -17,6 +17,9 @@ namespace {
 constexpr char kMagic[8] = {'B', 'M', 'X', 'M', 'O', 'D', 'E', 'L'};
 constexpr uint32_t kHeaderSize = 128;
 constexpr uint32_t kSectionCount = 3;
+// Bytes 104..123 of the header are reserved (0); 32 + 3 section entries of 24 bytes end at 104.
+constexpr std::size_t kReservedTailOffset = 32 + 3 * 24;
+static_assert(kReservedTailOffset + 20 + 4 == kHeaderSize, "reserved tail, then the header CRC, end the header");
 constexpr uint32_t kMetadataSection = 1, kTableSection = 2, kDataSection = 3;
 constexpr uint64_t kDataAlignment = 64;
 constexpr std::size_t kMaxRank = 8;
@@ -290,11 +293,18 @@ BmxFile BmxFile::parse(std::span<const uint8_t> bytes, std::string source) {
   const uint32_t header_size = header.get<uint32_t>("header size");
   const uint64_t file_size = header.get<uint64_t>("file size");
   const uint32_t section_count = header.get<uint32_t>("section count");
-  header.get<uint32_t>("reserved");
+  const uint32_t reserved = header.get<uint32_t>("reserved");
   uint32_t stored_header_crc = 0;
   std::memcpy(&stored_header_crc, bytes.data() + kHeaderSize - 4, 4);
   if (crc32(bytes.first(kHeaderSize - 4)) != stored_header_crc)
     throw FormatError(fmt::format("{}: header checksum mismatch (the file is corrupt)", src));
+  // Reserved fields are 0 in version 1: a non-zero value is a file from a newer writer that
+  // uses them, whose meaning this reader would silently ignore.
+  if (reserved != 0)
+    throw FormatError(fmt::format("{}: reserved header field at byte 28 is {}, expected 0", src, reserved));
+  for (std::size_t i = kReservedTailOffset; i < kHeaderSize - 4; ++i)
+    if (bytes[i] != 0)
+      throw FormatError(fmt::format("{}: reserved header byte {} is {}, expected 0", src, i, bytes[i]));
   if (header_size != kHeaderSize)
     throw FormatError(fmt::format("{}: header size {}, expected {}", src, header_size, kHeaderSize));
   if (file_size != bytes.size())

@@ -133,6 +133,12 @@ TEST(Checkpoint, RejectsCorruptionNamingTheProblem) {
     refresh_crc(b);
     expect_format_error(b, "needs 72 bytes");
   }
+  {
+    std::vector<uint8_t> b = good;
+    b[61] = 2;  // the reserved u32 at byte 60
+    refresh_crc(b);
+    expect_format_error(b, "reserved header field at byte 60 is 512, expected 0");
+  }
   Checkpoint dup = sample();
   dup.add(CheckpointTensorKind::parameter, "conv1.weight", Tensor({1}));
   EXPECT_THROW(serialize_checkpoint(dup), ArgumentError);

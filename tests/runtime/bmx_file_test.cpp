@@ -1,5 +1,6 @@
 #include "bitmix/runtime/bmx_file.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -188,6 +189,23 @@ TEST(BmxFile, StructuralLiesAreRejectedEvenWithValidChecksums) {
     std::memcpy(b.data() + 32 + 16, &size, 8);
     refresh_checksums(b);
     expect_format_error(b, "outside the file");
+  }
+}
+
+TEST(BmxFile, NonZeroReservedHeaderFieldsAreRejected) {
+  const std::vector<uint8_t> bytes = sample_writer().serialize();
+  ASSERT_NO_THROW(BmxFile::parse(bytes, "model.bmx"));
+  {
+    std::vector<uint8_t> b = bytes;
+    b[29] = 1;  // the u32 at byte 28
+    refresh_checksums(b);
+    expect_format_error(b, "reserved header field at byte 28 is 256, expected 0");
+  }
+  for (const std::size_t byte : {std::size_t{104}, std::size_t{115}, std::size_t{123}}) {
+    std::vector<uint8_t> b = bytes;
+    b[byte] = 7;
+    refresh_checksums(b);
+    expect_format_error(b, fmt::format("reserved header byte {} is 7, expected 0", byte));
   }
 }
 
