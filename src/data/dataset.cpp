@@ -72,13 +72,19 @@ const std::vector<std::string>& fashion_mnist_class_names() {
 }
 
 void read_cifar10_batch(const fs::path& file, Dataset& out) {
-  const std::vector<uint8_t> bytes = read_file_bytes(file);
-  const std::string name = file.string();
+  parse_cifar10_batch(read_file_bytes(file), file.string(), out);
+}
+
+void parse_cifar10_batch(std::span<const uint8_t> bytes, std::string_view name, Dataset& out) {
   if (bytes.empty()) throw FormatError(fmt::format("{}: empty file, expected CIFAR-10 records", name));
   if (bytes.size() % kCifarRecordBytes != 0)
     throw FormatError(fmt::format("{}: size {} is not a multiple of the {}-byte CIFAR-10 record (truncated?)", name,
                                   bytes.size(), kCifarRecordBytes));
   const int64_t records = static_cast<int64_t>(bytes.size()) / kCifarRecordBytes;
+  // Every label is checked before anything is appended, so a bad file leaves `out` as it was.
+  for (int64_t r = 0; r < records; ++r)
+    if (const uint8_t label = bytes[static_cast<std::size_t>(r * kCifarRecordBytes)]; label > 9)
+      throw FormatError(fmt::format("{}: record {} has label {}, expected 0-9", name, r, label));
   if (out.labels.empty()) {
     out.name = "cifar10";
     out.channels = 3;
@@ -90,8 +96,6 @@ void read_cifar10_batch(const fs::path& file, Dataset& out) {
   out.images.reserve(out.images.size() + static_cast<std::size_t>(records * kCifarImageBytes));
   for (int64_t r = 0; r < records; ++r) {
     const uint8_t* record = bytes.data() + r * kCifarRecordBytes;
-    if (record[0] > 9)
-      throw FormatError(fmt::format("{}: record {} has label {}, expected 0-9", name, r, record[0]));
     out.labels.push_back(record[0]);
     out.images.insert(out.images.end(), record + 1, record + kCifarRecordBytes);
   }

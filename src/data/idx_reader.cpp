@@ -19,10 +19,10 @@ namespace {
 // gzip bomb cannot exhaust memory.
 constexpr std::size_t kMaxIdxBytes = std::size_t{1} << 31;
 
-std::vector<uint8_t> gunzip(const std::vector<uint8_t>& compressed, const std::filesystem::path& file) {
+std::vector<uint8_t> gunzip(const std::vector<uint8_t>& compressed, std::string_view file) {
   z_stream stream{};
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK)
-    throw Error(fmt::format("{}: cannot initialize zlib", file.string()));
+    throw Error(fmt::format("{}: cannot initialize zlib", file));
   std::vector<uint8_t> out;
   out.resize(std::max<std::size_t>(compressed.size() * 4, 1 << 16));
   stream.next_in = const_cast<Bytef*>(compressed.data());
@@ -33,7 +33,7 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& compressed, const std::f
       if (out.size() >= kMaxIdxBytes) {
         inflateEnd(&stream);
         throw FormatError(fmt::format("{}: decompresses to more than {} bytes; not an IDX file we accept",
-                                      file.string(), kMaxIdxBytes));
+                                      file, kMaxIdxBytes));
       }
       out.resize(std::min(out.size() * 2, kMaxIdxBytes));
     }
@@ -43,13 +43,13 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& compressed, const std::f
     if (status == Z_STREAM_END) break;
     if (status == Z_BUF_ERROR && stream.avail_in == 0) {
       inflateEnd(&stream);
-      throw FormatError(fmt::format("{}: truncated gzip stream (ended after {} compressed bytes)", file.string(),
+      throw FormatError(fmt::format("{}: truncated gzip stream (ended after {} compressed bytes)", file,
                                     compressed.size()));
     }
     if (status != Z_OK && status != Z_BUF_ERROR) {
       const std::string reason = stream.msg ? stream.msg : zError(status);
       inflateEnd(&stream);
-      throw FormatError(fmt::format("{}: unreadable gzip data: {}", file.string(), reason));
+      throw FormatError(fmt::format("{}: unreadable gzip data: {}", file, reason));
     }
   }
   out.resize(stream.total_out);
@@ -75,10 +75,10 @@ std::string_view idx_type_name(uint8_t type) {
 
 }  // namespace
 
-IdxArray read_idx(const std::filesystem::path& file) {
-  std::vector<uint8_t> bytes = read_file_bytes(file);
-  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) bytes = gunzip(bytes, file);
-  const std::string name = file.string();
+IdxArray read_idx(const std::filesystem::path& file) { return parse_idx(read_file_bytes(file), file.string()); }
+
+IdxArray parse_idx(std::vector<uint8_t> bytes, std::string_view name) {
+  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) bytes = gunzip(bytes, name);
   if (bytes.empty()) throw FormatError(fmt::format("{}: empty file, expected an IDX header", name));
   if (bytes.size() < 4)
     throw FormatError(fmt::format("{}: truncated: {} bytes, an IDX header needs at least 4", name, bytes.size()));

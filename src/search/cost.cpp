@@ -77,8 +77,11 @@ void LatencyTable::save(const std::filesystem::path& path) const {
 }
 
 LatencyTable LatencyTable::load(const std::filesystem::path& path) {
-  const std::string text = read_file_text(path);
-  const std::string file = path.string();
+  return parse(read_file_text(path), path.string());
+}
+
+LatencyTable LatencyTable::parse(std::string_view text, std::string_view source) {
+  const std::string file(source);
   const nlohmann::json json = bitmix::detail::parse_json_strict(text, file);
   try {
     if (!json.is_object() || json.value("format", "") != "bitmix-latency-table")

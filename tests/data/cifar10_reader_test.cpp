@@ -50,6 +50,18 @@ TEST(Cifar10Reader, RejectsLabelOutOfRange) {
   expect_error<FormatError>([&] { load_cifar10(dir.path()); }, {"test_batch.bin", "record 1", "label 10"});
 }
 
+TEST(Cifar10Reader, ParsesBytesAndLeavesTheDatasetUnchangedOnError) {
+  Dataset out;
+  parse_cifar10_batch(cifar_records(2, 0), "memory", out);
+  ASSERT_EQ(out.size(), 2);
+  const std::vector<uint8_t> before = out.images;
+  std::vector<uint8_t> bad = cifar_records(3, 5);
+  bad[2 * 3073] = 11;  // the last record's label: the first two must not be appended either
+  expect_error<FormatError>([&] { parse_cifar10_batch(bad, "memory", out); }, {"memory", "record 2", "label 11"});
+  EXPECT_EQ(out.size(), 2);
+  EXPECT_EQ(out.images, before);
+}
+
 TEST(Cifar10Reader, RejectsEmptyAndMissingFiles) {
   ScratchDir dir;
   write_cifar_dir(dir.path(), 1);

@@ -40,6 +40,9 @@ struct DatasetSplits {
 DatasetSplits load_cifar10(const std::filesystem::path& dir);
 // One batch file (data_batch_N.bin or test_batch.bin); appends to `out`.
 void read_cifar10_batch(const std::filesystem::path& file, Dataset& out);
+// The same from bytes in memory; `source` names them in messages. Throws FormatError; `out` is
+// left unchanged when it throws.
+void parse_cifar10_batch(std::span<const uint8_t> bytes, std::string_view source, Dataset& out);
 const std::vector<std::string>& cifar10_class_names();
 
 // ---- IDX (MNIST family). Plain files or gzip (detected from the first two bytes).
@@ -48,6 +51,8 @@ struct IdxArray {
   std::vector<uint8_t> data;  // unsigned-byte payload, row-major
 };
 IdxArray read_idx(const std::filesystem::path& file);
+// The same from bytes in memory (gzip detected the same way); `source` names them in messages.
+IdxArray parse_idx(std::vector<uint8_t> bytes, std::string_view source);
 // Images (3-d IDX) and labels (1-d IDX) with matching counts; labels must be < class_names.size().
 Dataset load_idx_pair(const std::filesystem::path& images, const std::filesystem::path& labels,
                       std::string name, std::vector<std::string> class_names);

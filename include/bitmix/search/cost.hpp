@@ -59,6 +59,8 @@ class LatencyTable {
   void save(const std::filesystem::path& path) const;
   // Validates the file; throws FormatError/IoError naming the file and the entry at fault.
   static LatencyTable load(const std::filesystem::path& path);
+  // The same from text in memory; `source` names it in messages.
+  static LatencyTable parse(std::string_view text, std::string_view source);
 
  private:
   std::string machine_;
