@@ -7,13 +7,14 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <span>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/sgemm.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/kernels/conv.hpp"
-#include "runtime/float_ops.hpp"
+#include "core/float_ops.hpp"
 
 namespace bitmix::runtime {
 namespace {
@@ -206,16 +207,9 @@ void Session::run_dense_conv(std::size_t index, const Tensor& src, bool normaliz
         float* row = padded.data() + c * padded_plane + (y + pad_h) * d.padded_w + pad_w;
         const float* src_row = in + y * d.width;
         // The quantize op's code (kernels::quantize_code, then the clamp of its code range)
-        // minus the zero point, in float: branch-free passes that vectorize.
-        if (normalize)
-          for (int64_t x = 0; x < d.width; ++x) row[x] = (src_row[x] - m) / s;
-        else
-          std::copy(src_row, src_row + d.width, row);
-        if (clamp.active)
-          for (int64_t x = 0; x < d.width; ++x) {
-            const float v = row[x] >= clamp.lo ? row[x] : clamp.lo;
-            row[x] = v <= clamp.hi ? v : clamp.hi;
-          }
+        // minus the zero point, in float: the quantize op's input preparation, then
+        // branch-free passes that vectorize.
+        float_ops::prepare_row(src_row, d.width, normalize, m, s, clamp.active, clamp.lo, clamp.hi, row);
         if (reciprocal)
           for (int64_t x = 0; x < d.width; ++x) row[x] *= inverse;
         else
@@ -410,8 +404,9 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
         if (normalize || clamp.active || src.rank() != 4) {
           const Shape shape = batched(batch, values[static_cast<std::size_t>(op.output)].shape);
           if (scratch_.shape() != shape) scratch_ = Tensor(shape);
-          detail::prepare_quantize_input(src, normalize ? &info.mean : nullptr, normalize ? &info.stddev : nullptr,
-                                         clamp.active, clamp.lo, clamp.hi, scratch_);
+          float_ops::prepare_input(src, normalize ? std::span<const float>(info.mean) : std::span<const float>(),
+                                   normalize ? std::span<const float>(info.stddev) : std::span<const float>(),
+                                   clamp.active, clamp.lo, clamp.hi, scratch_);
           from = &scratch_;
         }
         kernels::quantize_pack(*from, q.quant, q.border, packed(op.output));
@@ -439,15 +434,31 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
         const Tensor& shortcut = real_input(op.inputs[1]);
         Tensor& out = real(op.output);
         if (&out != &branch && out.shape() != branch.shape()) out = Tensor(branch.shape());
-        detail::residual_add(branch, shortcut, a, out);
+        float_ops::Shortcut how;
+        how.subsample_pad = a.shortcut == ShortcutKind::subsample_pad;
+        how.stride = a.stride;
+        how.channel_offset = a.channel_offset;
+        float_ops::residual_add(branch, shortcut, how, a.relu, out);
         break;
       }
-      case OpKind::global_avg_pool:
-        detail::global_avg_pool(real_input(op.inputs[0]), real(op.output));
+      case OpKind::global_avg_pool: {
+        const Tensor& src = real_input(op.inputs[0]);
+        Tensor& out = real(op.output);
+        const Shape shape{batch, src.dim(1), 1, 1};
+        if (out.shape() != shape) out = Tensor(shape);
+        float_ops::global_avg_pool(src, out);
         break;
-      case OpKind::max_pool:
-        detail::max_pool(real_input(op.inputs[0]), op.pool(), real(op.output));
+      }
+      case OpKind::max_pool: {
+        const PoolParams& p = op.pool();
+        const float_ops::PoolWindow window{p.kernel, p.kernel, p.stride, p.stride, p.padding, p.padding};
+        const Tensor& src = real_input(op.inputs[0]);
+        Tensor& out = real(op.output);
+        const Shape shape{batch, src.dim(1), window.out_h(src.dim(2)), window.out_w(src.dim(3))};
+        if (out.shape() != shape) out = Tensor(shape);
+        float_ops::max_pool2d(src, window, out);
         break;
+      }
       case OpKind::flatten: {
         const Tensor& src = real_input(op.inputs[0]);
         Tensor& out = real(op.output);
