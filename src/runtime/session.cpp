@@ -370,6 +370,12 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
     return packed_[static_cast<std::size_t>(buffer_of_[static_cast<std::size_t>(v)])];
   };
   auto real_input = [&](int32_t v) -> const Tensor& { return v == 0 ? *x : real(v); };
+  auto real_output = [&](int32_t v) -> Tensor& {  // shaped [N, ...] as the model says
+    Tensor& t = real(v);
+    const Shape shape = batched(batch, values[static_cast<std::size_t>(v)].shape);
+    if (t.shape() != shape) t = Tensor(shape);
+    return t;
+  };
 
   has_run_ = false;
   Stopwatch total;
@@ -434,37 +440,22 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
         const Tensor& shortcut = real_input(op.inputs[1]);
         Tensor& out = real(op.output);
         if (&out != &branch && out.shape() != branch.shape()) out = Tensor(branch.shape());
-        float_ops::Shortcut how;
-        how.subsample_pad = a.shortcut == ShortcutKind::subsample_pad;
-        how.stride = a.stride;
-        how.channel_offset = a.channel_offset;
+        const float_ops::Shortcut how{a.shortcut == ShortcutKind::subsample_pad, a.stride, a.channel_offset};
         float_ops::residual_add(branch, shortcut, how, a.relu, out);
         break;
       }
-      case OpKind::global_avg_pool: {
-        const Tensor& src = real_input(op.inputs[0]);
-        Tensor& out = real(op.output);
-        const Shape shape{batch, src.dim(1), 1, 1};
-        if (out.shape() != shape) out = Tensor(shape);
-        float_ops::global_avg_pool(src, out);
+      case OpKind::global_avg_pool:
+        float_ops::global_avg_pool(real_input(op.inputs[0]), real_output(op.output));
         break;
-      }
       case OpKind::max_pool: {
         const PoolParams& p = op.pool();
         const float_ops::PoolWindow window{p.kernel, p.kernel, p.stride, p.stride, p.padding, p.padding};
-        const Tensor& src = real_input(op.inputs[0]);
-        Tensor& out = real(op.output);
-        const Shape shape{batch, src.dim(1), window.out_h(src.dim(2)), window.out_w(src.dim(3))};
-        if (out.shape() != shape) out = Tensor(shape);
-        float_ops::max_pool2d(src, window, out);
+        float_ops::max_pool2d(real_input(op.inputs[0]), window, real_output(op.output));
         break;
       }
       case OpKind::flatten: {
         const Tensor& src = real_input(op.inputs[0]);
-        Tensor& out = real(op.output);
-        const Shape shape{batch, src.numel() / batch, 1, 1};
-        if (out.shape() != shape) out = Tensor(shape);
-        std::copy(src.data(), src.data() + src.numel(), out.data());
+        std::copy(src.data(), src.data() + src.numel(), real_output(op.output).data());
         break;
       }
     }
