@@ -10,10 +10,10 @@
 // arithmetic order; the result is the same for every thread count and ISA, and equal to the
 // straightforward scalar loop written in that order.
 //
-// Threading: every function is parallel over the core thread pool in chunks of whole planes of
-// at least 32K elements, so that the small tensors of a batch-1 run stay on one thread (a
-// fork-join costs more than adding 16K floats). Elements are independent, so the split changes
-// no result.
+// Threading: every tensor function is parallel over the core thread pool in chunks of at least
+// 32K elements (whole planes where it works per plane), so that the small tensors of a batch-1
+// run stay on one thread (a fork-join costs more than adding 16K floats). Output elements are
+// independent, so the split changes no result.
 //
 // Callers check and shape: the functions read the NCHW sizes of their input, write into an
 // output the caller has already given its shape (element count checked) and throw ShapeError
