@@ -8,6 +8,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "core/float_ops.hpp"
 
 namespace bitmix::data {
 
@@ -112,13 +113,16 @@ void BatchLoader::fill_batch(int64_t index, Batch& out) const {
   out.labels.resize(static_cast<std::size_t>(count));
   out.indices.resize(static_cast<std::size_t>(count));
 
-  // 256-entry lookup per channel: pixel byte -> normalized float.
+  // 256-entry lookup per channel: pixel byte -> normalized float, (v / 255 - mean) / std by the
+  // runtime's own input preparation (core float_ops), so that a deployed model given the pixels
+  // v / 255 computes the very floats the model was trained and evaluated on.
   std::vector<float> lut(static_cast<std::size_t>(C * 256));
-  for (int64_t c = 0; c < C; ++c)
-    for (int v = 0; v < 256; ++v)
-      lut[static_cast<std::size_t>(c * 256 + v)] =
-          (static_cast<float>(v) / 255.0f - options_.normalization.mean[static_cast<std::size_t>(c)]) /
-          options_.normalization.stddev[static_cast<std::size_t>(c)];
+  for (int64_t c = 0; c < C; ++c) {
+    float* row = lut.data() + c * 256;
+    for (int v = 0; v < 256; ++v) row[v] = static_cast<float>(v) / 255.0f;
+    float_ops::prepare_row(row, 256, true, options_.normalization.mean[static_cast<std::size_t>(c)],
+                           options_.normalization.stddev[static_cast<std::size_t>(c)], false, 0.0f, 0.0f, row);
+  }
 
   const int pad = options_.augmentation.pad_crop;
   const bool flip = options_.augmentation.horizontal_flip;

@@ -1,20 +1,26 @@
-// Elementwise ops, pooling, the fully connected layer and softmax cross-entropy.
+// Elementwise ops, pooling, the fully connected layer and softmax cross-entropy. The forward
+// operations the integer runtime also computes (addition, pooling) are core's float_ops, so the
+// evaluation forward and the runtime round alike by construction; nn adds the shape checks.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/sgemm.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/nn/functional.hpp"
+#include "core/float_ops.hpp"
 
 namespace bitmix::nn {
 
 namespace {
 constexpr int64_t kElementGrain = 16384;
+
+float_ops::PoolWindow window_of(const Pool2dOptions& o) {
+  return {o.kernel_h, o.kernel_w, o.stride_h, o.stride_w, o.pad_h, o.pad_w};
 }
+}  // namespace
 
 void relu_forward(const Tensor& input, Tensor& output) {
   ensure_shape(output, input.shape());
@@ -39,12 +45,7 @@ void relu_backward(const Tensor& output, const Tensor& grad_output, Tensor& grad
 void add_forward(const Tensor& a, const Tensor& b, Tensor& output, std::string_view layer) {
   b.expect_shape(a.shape(), fmt::format("{}: second operand (first is {})", layer, shape_to_string(a.shape())));
   ensure_shape(output, a.shape());
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* y = output.data();
-  parallel_for(a.numel(), kElementGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = pa[i] + pb[i];
-  });
+  float_ops::residual_add(a, b, float_ops::Shortcut{}, /*relu=*/false, output);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -73,28 +74,8 @@ Shape Pool2dOptions::output_shape(const Shape& input_shape, std::string_view lay
 }
 
 void max_pool2d_forward(const Tensor& input, const Pool2dOptions& o, Tensor& output, std::string_view layer) {
-  const Shape out_shape = o.output_shape(input.shape(), layer);
-  ensure_shape(output, out_shape);
-  const int64_t h = input.dim(2), w = input.dim(3), oh = out_shape[2], ow = out_shape[3];
-  parallel_for(out_shape[0] * out_shape[1], 4, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const float* x = input.data() + q * h * w;
-      float* y = output.data() + q * oh * ow;
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          float best = -std::numeric_limits<float>::infinity();
-          for (int64_t i = 0; i < o.kernel_h; ++i) {
-            const int64_t iy = oy * o.stride_h - o.pad_h + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int64_t j = 0; j < o.kernel_w; ++j) {
-              const int64_t ix = ox * o.stride_w - o.pad_w + j;
-              if (ix >= 0 && ix < w) best = std::max(best, x[iy * w + ix]);
-            }
-          }
-          y[oy * ow + ox] = best;
-        }
-    }
-  });
+  ensure_shape(output, o.output_shape(input.shape(), layer));
+  float_ops::max_pool2d(input, window_of(o), output);
 }
 
 void max_pool2d_backward(const Tensor& input, const Tensor& output, const Tensor& grad_output, const Pool2dOptions& o,
@@ -134,29 +115,8 @@ void max_pool2d_backward(const Tensor& input, const Tensor& output, const Tensor
 }
 
 void avg_pool2d_forward(const Tensor& input, const Pool2dOptions& o, Tensor& output, std::string_view layer) {
-  const Shape out_shape = o.output_shape(input.shape(), layer);
-  ensure_shape(output, out_shape);
-  const int64_t h = input.dim(2), w = input.dim(3), oh = out_shape[2], ow = out_shape[3];
-  const float inv = 1.0f / static_cast<float>(o.kernel_h * o.kernel_w);
-  parallel_for(out_shape[0] * out_shape[1], 4, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const float* x = input.data() + q * h * w;
-      float* y = output.data() + q * oh * ow;
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          float sum = 0;
-          for (int64_t i = 0; i < o.kernel_h; ++i) {
-            const int64_t iy = oy * o.stride_h - o.pad_h + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int64_t j = 0; j < o.kernel_w; ++j) {
-              const int64_t ix = ox * o.stride_w - o.pad_w + j;
-              if (ix >= 0 && ix < w) sum += x[iy * w + ix];
-            }
-          }
-          y[oy * ow + ox] = sum * inv;
-        }
-    }
-  });
+  ensure_shape(output, o.output_shape(input.shape(), layer));
+  float_ops::avg_pool2d(input, window_of(o), output);
 }
 
 void avg_pool2d_backward(const Shape& input_shape, const Tensor& grad_output, const Pool2dOptions& o,
@@ -193,15 +153,7 @@ void global_avg_pool_forward(const Tensor& input, Tensor& output, std::string_vi
   const int64_t n = input.dim(0), c = input.dim(1), plane = input.dim(2) * input.dim(3);
   if (plane == 0) throw ShapeError(fmt::format("{}: input {} has no pixels", layer, shape_to_string(input.shape())));
   ensure_shape(output, {n, c});
-  const float inv = 1.0f / static_cast<float>(plane);
-  parallel_for(n * c, 64, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const float* x = input.data() + q * plane;
-      float sum = 0;
-      for (int64_t p = 0; p < plane; ++p) sum += x[p];
-      output[q] = sum * inv;
-    }
-  });
+  float_ops::global_avg_pool(input, output);
 }
 
 void global_avg_pool_backward(const Shape& input_shape, const Tensor& grad_output, Tensor& grad_input,
