@@ -46,6 +46,13 @@ void check_conv_shapes(const Tensor& input, const Tensor& weight, const Tensor* 
 
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef int i32x4 __attribute__((vector_size(16)));
+// Lanes (i, j, k, l) of the 8-lane concatenation of a and b, with constant indices: GCC and
+// Clang spell the same shuffle differently.
+#if defined(__clang__)
+#define BITMIX_SHUFFLE4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+#define BITMIX_SHUFFLE4(a, b, i, j, k, l) __builtin_shuffle(a, b, i32x4{i, j, k, l})
+#endif
 
 // Copies n floats with 4-wide vector moves. Rows are 8 to 34 floats, so a memcpy/memset call
 // per row would cost more than the copy: the attribute keeps GCC from turning these loops back
@@ -77,7 +84,7 @@ inline void gather_row(float* __restrict dst, const float* __restrict src, int64
       f32x4 a, b;
       __builtin_memcpy(&a, src + 2 * x, sizeof(a));
       __builtin_memcpy(&b, src + 2 * x + 4, sizeof(b));
-      const f32x4 even = __builtin_shuffle(a, b, i32x4{0, 2, 4, 6});
+      const f32x4 even = BITMIX_SHUFFLE4(a, b, 0, 2, 4, 6);
       __builtin_memcpy(dst + x, &even, sizeof(even));
     }
   } else if (stride == 1) {
@@ -96,8 +103,8 @@ inline void scatter_row(float* __restrict dst, const float* __restrict src, int6
       __builtin_memcpy(&c, src + x, sizeof(c));
       __builtin_memcpy(&p0, dst + 2 * x, sizeof(p0));
       __builtin_memcpy(&p1, dst + 2 * x + 4, sizeof(p1));
-      p0 = __builtin_shuffle(c, p0, i32x4{0, 5, 1, 7});
-      p1 = __builtin_shuffle(c, p1, i32x4{2, 5, 3, 7});
+      p0 = BITMIX_SHUFFLE4(c, p0, 0, 5, 1, 7);
+      p1 = BITMIX_SHUFFLE4(c, p1, 2, 5, 3, 7);
       __builtin_memcpy(dst + 2 * x, &p0, sizeof(p0));
       __builtin_memcpy(dst + 2 * x + 4, &p1, sizeof(p1));
     }
@@ -116,8 +123,8 @@ inline void unzip_row(const float* __restrict src, int64_t n, float* __restrict 
     f32x4 a, b;
     __builtin_memcpy(&a, src + 2 * k, sizeof(a));
     __builtin_memcpy(&b, src + 2 * k + 4, sizeof(b));
-    const f32x4 e = __builtin_shuffle(a, b, i32x4{0, 2, 4, 6});
-    const f32x4 o = __builtin_shuffle(a, b, i32x4{1, 3, 5, 7});
+    const f32x4 e = BITMIX_SHUFFLE4(a, b, 0, 2, 4, 6);
+    const f32x4 o = BITMIX_SHUFFLE4(a, b, 1, 3, 5, 7);
     __builtin_memcpy(even + k, &e, sizeof(e));
     __builtin_memcpy(odd + k, &o, sizeof(o));
   }
@@ -134,8 +141,8 @@ inline void zip_row(float* __restrict dst, int64_t n, const float* __restrict ev
     f32x4 e, o;
     __builtin_memcpy(&e, even + k, sizeof(e));
     __builtin_memcpy(&o, odd + k, sizeof(o));
-    const f32x4 lo = __builtin_shuffle(e, o, i32x4{0, 4, 1, 5});
-    const f32x4 hi = __builtin_shuffle(e, o, i32x4{2, 6, 3, 7});
+    const f32x4 lo = BITMIX_SHUFFLE4(e, o, 0, 4, 1, 5);
+    const f32x4 hi = BITMIX_SHUFFLE4(e, o, 2, 6, 3, 7);
     __builtin_memcpy(dst + 2 * k, &lo, sizeof(lo));
     __builtin_memcpy(dst + 2 * k + 4, &hi, sizeof(hi));
   }
