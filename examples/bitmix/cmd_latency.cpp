@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "bitmix/core/cpu.hpp"
-#include "bitmix/core/progress.hpp"
+#include "bitmix/support/progress.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/search/latency.hpp"
 #include "cli.hpp"
