@@ -2,7 +2,7 @@
 #
 # Each module of the house plan (core, support, data, quant, nn, search, kernels, runtime,
 # deploy) is a static library bitmix_<name> (alias bitmix::<name>), so the layering in DESIGN.md
-# is enforced by the linker: an inference-only program links bitmix::runtime and gets nothing of training.
+# is enforced by the linker (and the includes by tests/layering): an inference-only program links bitmix::runtime and gets nothing of training.
 set(BITMIX_MODULE_TARGETS "" CACHE INTERNAL "")
 
 set(BITMIX_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
