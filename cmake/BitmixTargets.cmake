@@ -1,8 +1,8 @@
 # bitmix_add_module(<name> SOURCES <src>... [PUBLIC_DEPS <target>...] [PRIVATE_DEPS <target>...])
 #
-# Each module of the house plan (core, data, quant, nn, search, kernels, runtime, deploy) is a
-# static library bitmix_<name> (alias bitmix::<name>), so the layering in DESIGN.md is enforced
-# by the linker: an inference-only program links bitmix::runtime and gets nothing of training.
+# Each module of the house plan (core, support, data, quant, nn, search, kernels, runtime,
+# deploy) is a static library bitmix_<name> (alias bitmix::<name>), so the layering in DESIGN.md
+# is enforced by the linker (and the includes by tests/layering): an inference-only program links bitmix::runtime and gets nothing of training.
 set(BITMIX_MODULE_TARGETS "" CACHE INTERNAL "")
 
 set(BITMIX_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
@@ -17,8 +17,22 @@ if(BITMIX_WERROR)
   list(APPEND BITMIX_WARNINGS -Werror)
 endif()
 
+# Header-only libraries the modules use internally. Given as PRIVATE_DEPS they are wrapped in
+# $<BUILD_INTERFACE:...>: a static library's private dependencies are otherwise exported into its
+# link interface, and every consumer of the installed package would have to find them, although
+# no installed header includes them and nothing of them is linked.
+set(BITMIX_HEADER_ONLY_DEPS nlohmann_json::nlohmann_json Eigen3::Eigen)
+
 function(bitmix_add_module name)
   cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  set(private_deps "")
+  foreach(dep IN LISTS ARG_PRIVATE_DEPS)
+    if(dep IN_LIST BITMIX_HEADER_ONLY_DEPS)
+      list(APPEND private_deps "$<BUILD_INTERFACE:${dep}>")
+    else()
+      list(APPEND private_deps ${dep})
+    endif()
+  endforeach()
   set(target bitmix_${name})
   add_library(${target} STATIC ${ARG_SOURCES})
   add_library(bitmix::${name} ALIAS ${target})
@@ -30,7 +44,7 @@ function(bitmix_add_module name)
     PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_compile_options(${target} PRIVATE ${BITMIX_WARNINGS})
   target_compile_definitions(${target} PRIVATE ${BITMIX_ISA_DEFINITIONS})
-  target_link_libraries(${target} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  target_link_libraries(${target} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${private_deps})
   set(BITMIX_MODULE_TARGETS ${BITMIX_MODULE_TARGETS} ${target} CACHE INTERNAL "")
 endfunction()
 

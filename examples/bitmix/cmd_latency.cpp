@@ -4,9 +4,11 @@
 #include <iostream>
 
 #include "bitmix/core/cpu.hpp"
-#include "bitmix/core/progress.hpp"
+#include "bitmix/support/progress.hpp"
 #include "bitmix/core/thread_pool.hpp"
-#include "bitmix/search/latency.hpp"
+#include "bitmix/deploy/layer_timing.hpp"
+#include "bitmix/runtime/layer_timing.hpp"
+#include "bitmix/search/cost.hpp"
 #include "cli.hpp"
 #include "model_options.hpp"
 
@@ -15,8 +17,8 @@ namespace {
 
 int run_latency(int argc, char** argv) {
   ArgParser args("latency",
-                 "Time every quantizable layer of a model with the bit-serial kernels at every (w_bits, a_bits) "
-                 "pair, on this machine with the active ISA and thread count, and write the latency table "
+                 "Time every quantizable layer of a model as the inference session runs it at every (w_bits, "
+                 "a_bits) pair, on this machine with the active ISA and thread count, and write the latency table "
                  "`bitmix search --budget-latency-ms T --latency-table FILE` uses. --data sets the input shape "
                  "and class count.");
   args.common_options(/*with_data=*/true, /*with_out=*/false);
@@ -36,19 +38,22 @@ int run_latency(int argc, char** argv) {
   const std::vector<nn::LayerInfo> layers =
       model->quantizable_layers({splits.train.channels, splits.train.height, splits.train.width});
 
-  search::LatencyOptions options;
-  options.w_bits = args.get_int_list("wbits", 1, 8);
-  options.a_bits = args.get_int_list("abits", 1, 8);
-  options.batch = static_cast<int>(args.get_int("batch", 1, 4096));
+  const std::vector<int> w_bits = args.get_int_list("wbits", 1, 8);
+  const std::vector<int> a_bits = args.get_int_list("abits", 1, 8);
+  const int batch = static_cast<int>(args.get_int("batch", 1, 4096));
+  runtime::TimingOptions options;
   options.min_seconds = args.get_double("min-time", 0.0, 60.0);
   options.seed = seed;
+  // Each layer as the runtime will run it (deploy maps nn layers to runtime shapes), timed by
+  // runtime's session; search only reads the table.
+  const std::vector<runtime::LayerShape> shapes = deploy::timing_shapes(layers, batch);
   const std::string machine = fmt::format("{}, {}, {} threads", cpu_features().model_name, isa_name(active_isa()),
                                           num_threads());
   Progress progress("latency", static_cast<int64_t>(layers.size()), "layer");
-  search::LatencyTable table(machine, options.batch, num_threads());
+  search::LatencyTable table(machine, batch, num_threads());
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    for (int w : options.w_bits)
-      for (int a : options.a_bits) table.set(layers[i].name, w, a, search::measure_layer_ms(layers[i], w, a, options));
+    for (int w : w_bits)
+      for (int a : a_bits) table.set(layers[i].name, w, a, runtime::time_layer_ms(shapes[i], w, a, options));
     progress.update(static_cast<int64_t>(i + 1), layers[i].name);
   }
   progress.finish();
@@ -60,7 +65,7 @@ int run_latency(int argc, char** argv) {
   }
   std::cout << fmt::format("{} layers x {} pairs on {} (batch {}); sum over layers: W2A2 {:.3f} ms, W8A8 {:.3f} ms; "
                            "wrote {}\n",
-                           layers.size(), options.w_bits.size() * options.a_bits.size(), machine, options.batch, w2a2,
+                           layers.size(), w_bits.size() * a_bits.size(), machine, batch, w2a2,
                            w8a8, args.get_string("output"));
   return 0;
 }

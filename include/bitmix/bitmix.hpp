@@ -9,3 +9,4 @@
 #include "bitmix/quant.hpp"
 #include "bitmix/runtime.hpp"
 #include "bitmix/search.hpp"
+#include "bitmix/support.hpp"

@@ -28,8 +28,8 @@ Shape per_image(const Shape& shape) { return Shape(shape.begin() + 1, shape.end(
 // ---------------------------------------------------------------------------------------------
 Conv2d::Conv2d(const Conv2dOptions& options, Rng& rng) : Module("Conv2d"), options_(options) {
   options_.validate("Conv2d");
-  weight_ = &add_parameter("weight", Tensor(options_.weight_shape()), true);
-  if (options_.bias) bias_ = &add_parameter("bias", Tensor({options_.out_channels}), false);
+  weight_ = &add_parameter("weight", Tensor(options_.weight_shape()));
+  if (options_.bias) bias_ = &add_parameter("bias", Tensor({options_.out_channels}));
   reset_parameters(rng);
 }
 
@@ -114,8 +114,8 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Rng& rng)
     : Module("Linear"), in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0)
     throw ArgumentError(fmt::format("Linear: features must be positive (in {}, out {})", in_features, out_features));
-  weight_ = &add_parameter("weight", Tensor({out_features, in_features}), true);
-  if (bias) bias_ = &add_parameter("bias", Tensor({out_features}), false);
+  weight_ = &add_parameter("weight", Tensor({out_features, in_features}));
+  if (bias) bias_ = &add_parameter("bias", Tensor({out_features}));
   reset_parameters(rng);
 }
 
@@ -192,8 +192,8 @@ BatchNorm2d::BatchNorm2d(int64_t channels, bool fused_relu, BatchNormOptions opt
   if (!(options.eps > 0.0f)) throw ArgumentError(fmt::format("BatchNorm2d: eps = {} must be positive", options.eps));
   if (!(options.momentum >= 0.0f && options.momentum <= 1.0f))
     throw ArgumentError(fmt::format("BatchNorm2d: momentum = {} must be in [0, 1]", options.momentum));
-  gamma_ = &add_parameter("weight", Tensor({channels}, 1.0f), false);
-  beta_ = &add_parameter("bias", Tensor({channels}), false);
+  gamma_ = &add_parameter("weight", Tensor({channels}, 1.0f));
+  beta_ = &add_parameter("bias", Tensor({channels}));
   running_mean_ = &add_buffer("running_mean", Tensor({channels}));
   running_var_ = &add_buffer("running_var", Tensor({channels}, 1.0f));
 }

@@ -90,11 +90,11 @@ std::vector<LayerInfo> Module::quantizable_layers(const Shape& image_shape) cons
   return layers;
 }
 
-Parameter& Module::add_parameter(std::string local_name, Tensor initial, bool weight_decay) {
+Parameter& Module::add_parameter(std::string local_name, Tensor initial) {
   for (const auto& p : parameters_)
     if (p->name == local_name)
       throw ArgumentError(fmt::format("{}: parameter '{}' registered twice", display_name(), local_name));
-  parameters_.push_back(std::make_unique<Parameter>(std::move(local_name), std::move(initial), weight_decay));
+  parameters_.push_back(std::make_unique<Parameter>(std::move(local_name), std::move(initial)));
   return *parameters_.back();
 }
 

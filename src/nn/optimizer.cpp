@@ -10,11 +10,30 @@
 
 namespace bitmix::nn {
 
+ParameterPolicy default_policy(const Parameter& parameter) {
+  ParameterPolicy policy;
+  policy.weight_decay = parameter.value.rank() >= 2;
+  return policy;
+}
+
 Optimizer::Optimizer(std::vector<NamedParameter> parameters) : parameters_(std::move(parameters)) {
   for (const NamedParameter& p : parameters_) {
     if (p.parameter == nullptr) throw ArgumentError(fmt::format("optimizer: parameter '{}' is null", p.name));
     p.parameter->grad.expect_shape(p.parameter->value.shape(), fmt::format("optimizer: gradient of '{}'", p.name));
+    policies_.push_back(default_policy(*p.parameter));
   }
+}
+
+void Optimizer::set_policy(std::string_view name, ParameterPolicy policy) {
+  for (std::size_t k = 0; k < parameters_.size(); ++k)
+    if (parameters_[k].name == name) {
+      if (!(policy.lr_scale >= 0.0f) || !std::isfinite(policy.lr_scale))
+        throw ArgumentError(fmt::format("optimizer: learning-rate scale {} of '{}' must be finite and >= 0",
+                                        policy.lr_scale, name));
+      policies_[k] = policy;
+      return;
+    }
+  throw ArgumentError(fmt::format("optimizer: no parameter named '{}'", name));
 }
 
 void Optimizer::zero_grad() {
@@ -38,8 +57,9 @@ void Sgd::step(float lr) {
   const float mu = options_.momentum;
   for (std::size_t k = 0; k < parameters_.size(); ++k) {
     Parameter& p = *parameters_[k].parameter;
-    const float wd = (options_.decay_all || p.weight_decay) ? options_.weight_decay : 0.0f;
-    const float rate = lr * p.lr_scale;
+    const ParameterPolicy& policy = policies_[k];
+    const float wd = (options_.decay_all || policy.weight_decay) ? options_.weight_decay : 0.0f;
+    const float rate = lr * policy.lr_scale;
     float* w = p.value.data();
     const float* g = p.grad.data();
     float* v = momentum_[k].data();
@@ -93,8 +113,9 @@ void Adam::step(float lr) {
   const float correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, t)));
   for (std::size_t k = 0; k < parameters_.size(); ++k) {
     Parameter& p = *parameters_[k].parameter;
-    const float wd = (options_.decay_all || p.weight_decay) ? options_.weight_decay : 0.0f;
-    const float rate = lr * p.lr_scale;
+    const ParameterPolicy& policy = policies_[k];
+    const float wd = (options_.decay_all || policy.weight_decay) ? options_.weight_decay : 0.0f;
+    const float rate = lr * policy.lr_scale;
     float* w = p.value.data();
     const float* g = p.grad.data();
     float* m = exp_avg_[k].data();

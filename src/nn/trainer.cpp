@@ -12,7 +12,7 @@
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
-#include "bitmix/core/progress.hpp"
+#include "bitmix/support/progress.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/core/version.hpp"

@@ -28,7 +28,7 @@ class Lsq final : public QuantizerImpl {
       q_neg_ = 0;
       q_pos_ = unsigned_max(b);
     }
-    step_ = Parameter("step", Tensor::full({spec.groups()}, 1.0f), /*decay=*/false);
+    step_ = Parameter("step", Tensor::full({spec.groups()}, 1.0f));
     initialized_ = Buffer{"initialized", Tensor({1})};
     parameters = {&step_};
     buffers = {&initialized_};
@@ -171,7 +171,7 @@ class Lsq final : public QuantizerImpl {
 class Pact final : public QuantizerImpl {
  public:
   explicit Pact(const QuantizerSpec& s) : QuantizerImpl(s) {
-    alpha_ = Parameter("alpha", Tensor::full({1}, spec.pact_initial_alpha), /*decay=*/false);
+    alpha_ = Parameter("alpha", Tensor::full({1}, spec.pact_initial_alpha));
     parameters = {&alpha_};
   }
 

@@ -44,11 +44,11 @@ DnasConvolution::DnasConvolution(const nn::Conv2d& conv, const quant::QuantizerS
                                  const quant::QuantizerSpec& a_base, std::vector<int> a_bits)
     : w_bits_(std::move(w_bits)),
       a_bits_(std::move(a_bits)),
-      strength_w_("strength_w", Tensor({static_cast<int64_t>(w_bits_.size())}), false),
-      strength_a_("strength_a", Tensor({static_cast<int64_t>(a_bits_.size())}), false) {
+      strength_w_("strength_w", Tensor({static_cast<int64_t>(w_bits_.size())})),
+      strength_a_("strength_a", Tensor({static_cast<int64_t>(a_bits_.size())})) {
   if (w_bits_.empty() || a_bits_.empty()) throw ArgumentError("DNAS layer: no candidate bitwidths");
   for (int b : w_bits_) {
-    weights_.push_back(std::make_unique<Parameter>(fmt::format("w{}.weight", b), conv.weight().value, true));
+    weights_.push_back(std::make_unique<Parameter>(fmt::format("w{}.weight", b), conv.weight().value));
     quant::QuantizerSpec spec = w_base;
     spec.bits = b;
     w_quantizers_.push_back(std::make_unique<quant::Quantizer>(spec));

@@ -13,7 +13,7 @@
 namespace bitmix::search {
 
 QuantizerMixture::QuantizerMixture(const quant::QuantizerSpec& base, std::vector<int> bits)
-    : bits_(std::move(bits)), strength_("strength", Tensor({static_cast<int64_t>(bits_.size())}), false) {
+    : bits_(std::move(bits)), strength_("strength", Tensor({static_cast<int64_t>(bits_.size())})) {
   if (bits_.empty()) throw ArgumentError("a bitwidth mixture needs at least one candidate");
   for (std::size_t i = 0; i < bits_.size(); ++i) {
     if (i > 0 && bits_[i] <= bits_[i - 1])

@@ -9,8 +9,8 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
-#include "bitmix/core/plot.hpp"
-#include "bitmix/core/resources.hpp"
+#include "bitmix/support/plot.hpp"
+#include "bitmix/support/resources.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/search/dnas.hpp"

@@ -197,7 +197,7 @@ TEST(Checkpoint, ModelStateLoadsStrictlyOrPartially) {
 }
 
 TEST(Checkpoint, OptimizerStateRoundTrips) {
-  Parameter w("w", Tensor({2}, 1.0f), true);
+  Parameter w("w", Tensor({2}, 1.0f));
   Sgd a({{"w", &w}}, SgdOptions{});
   w.grad.fill(0.5f);
   a.step(0.1f);

@@ -132,7 +132,7 @@ TEST(Models, TrainEvalPropagatesAndSameSeedSameWeights) {
 // A learnable scale: y = s * x, with parameter "scale" (the shape of a quantizer's step size).
 class ScaleTransform : public TensorTransform {
  public:
-  explicit ScaleTransform(float s) : scale_("scale", Tensor({1}, s), false) {}
+  explicit ScaleTransform(float s) : scale_("scale", Tensor({1}, s)) {}
   std::string kind() const override { return "scale"; }
   const Tensor& forward(const Tensor& x) override {
     ensure_shape(out_, x.shape());

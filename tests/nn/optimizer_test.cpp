@@ -5,15 +5,20 @@
 #include <cmath>
 #include <numbers>
 
+#include <set>
+
 #include "bitmix/core/error.hpp"
+#include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/optimizer.hpp"
+#include "bitmix/nn/quantization.hpp"
+#include "tiny_task.hpp"
 
 namespace bitmix::nn {
 namespace {
 
 struct Fixture {
-  Parameter w{"w", Tensor({3}, {1.0f, -2.0f, 0.5f}), true};
-  Parameter b{"b", Tensor({2}, {0.25f, -0.75f}), false};  // excluded from weight decay
+  Parameter w{"w", Tensor({1, 3}, {1.0f, -2.0f, 0.5f})};  // a weight matrix: decayed by default
+  Parameter b{"b", Tensor({2}, {0.25f, -0.75f})};         // a vector: excluded from weight decay
   std::vector<NamedParameter> named() { return {{"layer.w", &w}, {"layer.b", &b}}; }
   // A fixed gradient sequence: g_t = sin(1 + t + i).
   void set_grads(int t) {
@@ -86,8 +91,11 @@ TEST(Adam, AdamAndAdamWFollowTheUpdateRule) {
 
 TEST(Optimizer, StateNamesAndLrScale) {
   Fixture f;
-  f.b.lr_scale = 0.0f;  // frozen through its scale
   Sgd sgd(f.named(), SgdOptions{});
+  EXPECT_EQ(sgd.policy(1), (ParameterPolicy{false, 1.0f}));
+  sgd.set_policy("layer.b", ParameterPolicy{false, 0.0f});  // frozen through its scale
+  EXPECT_THROW(sgd.set_policy("layer.c", ParameterPolicy{}), ArgumentError);
+  EXPECT_THROW(sgd.set_policy("layer.w", ParameterPolicy{true, -1.0f}), ArgumentError);
   std::vector<std::string> names;
   for (const NamedTensor& t : sgd.state()) names.push_back(t.name);
   EXPECT_EQ(names, (std::vector<std::string>{"layer.w.momentum", "layer.b.momentum", "step"}));
@@ -98,6 +106,31 @@ TEST(Optimizer, StateNamesAndLrScale) {
   sgd.zero_grad();
   EXPECT_EQ(f.w.grad[0], 0.0f);
   EXPECT_THROW(Sgd(f.named(), SgdOptions{1.5f}), ArgumentError);
+}
+
+// The default policy decays exactly the weights of convolutions and linear layers: not their
+// biases, BatchNorm parameters, nor the learnable parameters of the attached quantizers.
+TEST(Optimizer, DefaultPolicyDecaysConvAndLinearWeightsOnly) {
+  const Shape image{1, 8, 8};
+  auto model = testing::tiny_resnet8(5);
+  apply_bit_config(*model, image,
+                   uniform_bit_config(*model, image, "resnet8", UniformBits{2, 3, quant::QuantizerKind::lsq,
+                                                                              quant::QuantizerKind::pact}));
+  std::set<const Parameter*> weights;
+  for (Module* m : model->modules()) {
+    if (auto* conv = dynamic_cast<Conv2d*>(m)) weights.insert(&conv->weight());
+    if (auto* linear = dynamic_cast<Linear*>(m)) weights.insert(&linear->weight());
+  }
+  int decayed = 0, quantizer_parameters = 0;
+  for (const NamedParameter& p : model->named_parameters()) {
+    const ParameterPolicy policy = default_policy(*p.parameter);
+    EXPECT_EQ(policy.weight_decay, weights.count(p.parameter) == 1) << p.name;
+    EXPECT_EQ(policy.lr_scale, 1.0f) << p.name;
+    decayed += policy.weight_decay ? 1 : 0;
+    quantizer_parameters += p.name.ends_with("_transform.step") || p.name.ends_with("_transform.alpha") ? 1 : 0;
+  }
+  EXPECT_EQ(decayed, static_cast<int>(weights.size()));
+  EXPECT_GT(quantizer_parameters, 0);
 }
 
 TEST(LrSchedule, CosineLinearWithWarmupStepAndConstant) {

@@ -361,7 +361,7 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
 TEST(Trainer, ExtraLossAndParameterGroup) {
   const data::Dataset train = testing::band_images(96, 6);
   auto model = testing::tiny_resnet8(2);
-  Parameter strength("strength", Tensor({1}, 0.0f), false);
+  Parameter strength("strength", Tensor({1}, 0.0f));
   TrainerOptions o = small_options({});
   o.epochs = 2;
   Trainer trainer(*model, train, nullptr, o);

@@ -100,7 +100,6 @@ TEST(QuantizerSpec, ParametersAndBuffersHaveLocalNames) {
   ASSERT_EQ(lsq.parameters().size(), 1u);
   EXPECT_EQ(lsq.parameters()[0]->name, "step");
   EXPECT_EQ(lsq.parameters()[0]->value.shape(), (Shape{16}));
-  EXPECT_FALSE(lsq.parameters()[0]->weight_decay);
   ASSERT_EQ(lsq.buffers().size(), 1u);
   EXPECT_EQ(lsq.buffers()[0]->name, "initialized");
 
@@ -108,7 +107,6 @@ TEST(QuantizerSpec, ParametersAndBuffersHaveLocalNames) {
   ASSERT_EQ(pact.parameters().size(), 1u);
   EXPECT_EQ(pact.parameters()[0]->name, "alpha");
   EXPECT_FLOAT_EQ(pact.parameters()[0]->value[0], 10.0f);
-  EXPECT_FALSE(pact.parameters()[0]->weight_decay);
 
   Quantizer uniform(activation_spec(QuantizerKind::uniform, 8));
   std::vector<std::string> names;

@@ -13,16 +13,19 @@
 
 namespace bitmix {
 
+// A value and its gradient, nothing more. How an optimizer treats a parameter (weight decay, a
+// learning-rate multiplier) is optimizer policy and lives in nn (nn::ParameterPolicy in
+// bitmix/nn/optimizer.hpp). The gradient stays here because the owners below nn compute it:
+// quant's quantizer backward writes the gradients of learnable steps and clipping levels, and
+// search's mixtures those of the bitwidth strengths.
 struct Parameter {
   std::string name;
   Tensor value;
-  Tensor grad;                 // same shape as value; backward passes accumulate into it
-  bool weight_decay = true;    // false for BatchNorm parameters, biases, quantizer parameters
-  float lr_scale = 1.0f;       // per-parameter learning-rate multiplier
+  Tensor grad;  // same shape as value; backward passes accumulate into it
 
   Parameter() = default;
-  Parameter(std::string local_name, Tensor initial, bool decay = true)
-      : name(std::move(local_name)), value(std::move(initial)), grad(value.shape()), weight_decay(decay) {}
+  Parameter(std::string local_name, Tensor initial)
+      : name(std::move(local_name)), value(std::move(initial)), grad(value.shape()) {}
   void zero_grad() { grad.zero(); }
 };
 

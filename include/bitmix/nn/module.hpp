@@ -118,7 +118,7 @@ class Module {
   std::vector<LayerInfo> quantizable_layers(const Shape& image_shape) const;
 
  protected:
-  Parameter& add_parameter(std::string local_name, Tensor initial, bool weight_decay);
+  Parameter& add_parameter(std::string local_name, Tensor initial);
   Buffer& add_buffer(std::string local_name, Tensor initial);
   template <typename M>
   M& add_module(std::string local_name, std::unique_ptr<M> child) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bitmix/core/parameter.hpp"
@@ -23,8 +24,22 @@ struct NamedTensor {
   Tensor* tensor;
 };
 
+// How an optimizer treats one parameter. This is optimizer policy, so it lives here and not in
+// core's Parameter, which quant's quantizers and search's mixtures create too.
+struct ParameterPolicy {
+  bool weight_decay = true;  // SgdOptions / AdamOptions::weight_decay applies (unless decay_all)
+  float lr_scale = 1.0f;     // learning-rate multiplier
+  friend bool operator==(const ParameterPolicy&, const ParameterPolicy&) = default;
+};
+
+// The policy every parameter starts with: weight decay for weight matrices and convolution
+// kernels (rank >= 2) and for nothing of rank 1 (biases, BatchNorm scales and shifts,
+// quantizer steps and clipping levels, bitwidth strengths); learning-rate multiplier 1.
+ParameterPolicy default_policy(const Parameter& parameter);
+
 class Optimizer {
  public:
+  // Every parameter gets default_policy(); set_policy() overrides it.
   explicit Optimizer(std::vector<NamedParameter> parameters);
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
@@ -32,7 +47,7 @@ class Optimizer {
 
   // "sgd", "adam", "adamw".
   virtual std::string kind() const = 0;
-  // One update with learning rate lr (times each parameter's lr_scale).
+  // One update with learning rate lr (times each parameter's ParameterPolicy::lr_scale).
   virtual void step(float lr) = 0;
   // Hyper-parameters as a JSON object text, for logs and checkpoints.
   virtual std::string describe() const = 0;
@@ -41,11 +56,16 @@ class Optimizer {
 
   void zero_grad();
   const std::vector<NamedParameter>& parameters() const { return parameters_; }
+  // The policy of the parameter listed as `name`; ArgumentError if none is. The policy is not
+  // saved with the state: whoever builds the optimizer sets it again before resuming.
+  void set_policy(std::string_view name, ParameterPolicy policy);
+  const ParameterPolicy& policy(std::size_t index) const { return policies_.at(index); }
   // Updates applied so far.
   int64_t steps() const { return static_cast<int64_t>(step_count_[0]); }
 
  protected:
   std::vector<NamedParameter> parameters_;
+  std::vector<ParameterPolicy> policies_;  // one per parameter
   Tensor step_count_{Shape{1}};  // a float tensor so that it is saved with the state (exact below 2^24)
 };
 
@@ -54,8 +74,8 @@ struct SgdOptions {
   bool nesterov = false;
   float dampening = 0.0f;
   float weight_decay = 0.0f;
-  // false: weight decay only on parameters marked for it (conv / linear weights; not BatchNorm
-  // parameters, biases or quantizer parameters); true: on every parameter.
+  // false: weight decay only on parameters whose policy asks for it (by default conv / linear
+  // weights; not BatchNorm parameters, biases or quantizer parameters); true: on every parameter.
   bool decay_all = false;
 };
 

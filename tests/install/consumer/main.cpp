@@ -1,4 +1,5 @@
-// A program outside the bitmix tree, built against the installed package.
+// A program outside the bitmix tree, built against the installed package (configured without
+// Eigen or nlohmann_json: the package must not need them).
 #include <bitmix/bitmix.hpp>
 
 #include <atomic>
@@ -14,6 +15,15 @@ int main() {
     return 1;
   } catch (const bitmix::Error&) {
   }
-  std::cout << bitmix::cpu_summary() << "\nconsumer ok\n";
+  // Symbols of support (fmt inside), quant (nlohmann_json inside) and runtime, linked from the
+  // static libraries.
+  if (bitmix::format_duration(185) != "3m05s") return 1;
+  if (bitmix::runtime::parse_op_kind("conv2d") != bitmix::runtime::OpKind::conv2d) return 1;
+  const bitmix::quant::BitConfig config = bitmix::quant::BitConfig::parse(
+      bitmix::quant::BitConfig::uniform("m", {"conv1", "fc"}, 4, 4, bitmix::quant::QuantizerKind::lsq,
+                                        bitmix::quant::QuantizerKind::lsq)
+          .to_json());
+  if (config.layers.size() != 2) return 1;
+  std::cout << bitmix::cpu_summary() << "\n" << config.layers.size() << " layers\nconsumer ok\n";
   return 0;
 }

@@ -1,4 +1,4 @@
-#include "bitmix/core/plot.hpp"
+#include "bitmix/support/plot.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "bitmix/core/resources.hpp"
+#include "bitmix/support/resources.hpp"
 
 #include <sys/resource.h>
 

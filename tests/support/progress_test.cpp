@@ -1,4 +1,4 @@
-#include "bitmix/core/progress.hpp"
+#include "bitmix/support/progress.hpp"
 
 #include <gtest/gtest.h>
 
