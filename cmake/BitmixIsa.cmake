@@ -1,7 +1,7 @@
 # Per-ISA compilation. bitmix never compiles the whole library for one instruction set:
 # each ISA-specific translation unit gets its own flags through bitmix_set_isa_flags(), the
 # rest is built for the baseline of the target, and the CPU is checked at run time before
-# any ISA-specific function is called (see src/core/cpu.cpp and src/kernels/dispatch.cpp).
+# any ISA-specific function is called (the one mechanism for that: src/core/isa_dispatch.hpp).
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(BITMIX_TARGET_X86 ON)
@@ -27,6 +27,8 @@ if(BITMIX_ENABLE_NEON AND NOT BITMIX_TARGET_AARCH64)
                       "'${CMAKE_SYSTEM_PROCESSOR}'")
 endif()
 
+# These flags and isa_level_features() in src/core/isa_dispatch.hpp (what the CPU must have to
+# run the level's code) must name the same features.
 set(BITMIX_AVX2_FLAGS -mavx2 -mfma -mbmi -mbmi2 -mpopcnt -mlzcnt -mf16c)
 set(BITMIX_AVX512_FLAGS ${BITMIX_AVX2_FLAGS} -mavx512f -mavx512bw -mavx512vl -mavx512dq
     -mavx512vpopcntdq)
@@ -52,3 +54,4 @@ endif()
 if(BITMIX_ENABLE_NEON)
   list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_NEON=1)
 endif()
+

@@ -2,12 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "bitmix/core/error.hpp"
+#include "core/isa_dispatch.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -40,6 +38,7 @@ CpuFeatures detect() {
     __cpuid_count(1, 0, eax, ebx, ecx, edx);
     f.popcnt = (ecx >> 23) & 1;
     f.fma = (ecx >> 12) & 1;
+    f.f16c = (ecx >> 29) & 1;
     const bool osxsave = (ecx >> 27) & 1;
     const bool avx = (ecx >> 28) & 1;
     if (osxsave && avx) {
@@ -51,6 +50,7 @@ CpuFeatures detect() {
   if (max_leaf >= 7) {
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
     f.avx2 = os_avx && ((ebx >> 5) & 1);
+    f.bmi1 = (ebx >> 3) & 1;
     f.bmi2 = (ebx >> 8) & 1;
     f.avx512f = os_avx512 && ((ebx >> 16) & 1);
     f.avx512dq = os_avx512 && ((ebx >> 17) & 1);
@@ -62,7 +62,13 @@ CpuFeatures detect() {
     f.avx_vnni = os_avx && ((eax >> 4) & 1);
   }
   f.fma = f.fma && os_avx;
-  if (__get_cpuid_max(0x80000000, nullptr) >= 0x80000004) {
+  f.f16c = f.f16c && os_avx;
+  const unsigned max_extended = __get_cpuid_max(0x80000000, nullptr);
+  if (max_extended >= 0x80000001) {
+    __cpuid(0x80000001, eax, ebx, ecx, edx);
+    f.lzcnt = (ecx >> 5) & 1;  // ABM
+  }
+  if (max_extended >= 0x80000004) {
     char brand[49] = {};
     for (unsigned leaf = 0; leaf < 3; ++leaf) {
       unsigned regs[4];
@@ -86,55 +92,6 @@ CpuFeatures detect() {
   return f;
 }
 
-enum class Arch { none, x86, arm };
-
-Arch arch_of(Isa isa) {
-  switch (isa) {
-    case Isa::avx2:
-    case Isa::avx512: return Arch::x86;
-    case Isa::neon: return Arch::arm;
-    case Isa::scalar: return Arch::none;
-  }
-  return Arch::none;
-}
-
-int rank_of(Isa isa) {
-  switch (isa) {
-    case Isa::scalar: return 0;
-    case Isa::avx2: return 1;
-    case Isa::avx512: return 2;
-    case Isa::neon: return 1;
-  }
-  return 0;
-}
-
-bool compiled_in(Isa isa) {
-  switch (isa) {
-    case Isa::scalar: return true;
-#if defined(BITMIX_HAVE_AVX2)
-    case Isa::avx2: return true;
-#endif
-#if defined(BITMIX_HAVE_AVX512)
-    case Isa::avx512: return true;
-#endif
-#if defined(BITMIX_HAVE_NEON)
-    case Isa::neon: return true;
-#endif
-    default: return false;
-  }
-}
-
-constexpr int kNoCap = -1;
-constexpr int kCapUnread = -2;
-std::atomic<int> g_cap{kCapUnread};
-std::mutex g_cap_mutex;
-
-int read_cap_from_environment() {
-  const char* env = std::getenv("BITMIX_MAX_ISA");
-  if (env == nullptr || *env == '\0') return kNoCap;
-  return static_cast<int>(parse_isa(env, "BITMIX_MAX_ISA"));
-}
-
 }  // namespace
 
 const CpuFeatures& cpu_features() {
@@ -153,67 +110,9 @@ std::string_view isa_name(Isa isa) {
 }
 
 Isa parse_isa(std::string_view text, std::string_view what) {
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
+  for (Isa isa : detail::kEveryIsa)
     if (text == isa_name(isa)) return isa;
   throw ArgumentError(fmt::format("{}='{}': expected one of scalar, avx2, avx512, neon", what, text));
-}
-
-bool isa_available(Isa isa) {
-  if (!compiled_in(isa)) return false;
-  const CpuFeatures& f = cpu_features();
-  switch (isa) {
-    case Isa::scalar: return true;
-    case Isa::avx2: return f.avx2 && f.fma && f.bmi2 && f.popcnt;
-    case Isa::avx512:
-      return f.avx2 && f.fma && f.bmi2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vpopcntdq;
-    case Isa::neon: return f.neon;
-  }
-  return false;
-}
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> result;
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
-    if (isa_available(isa)) result.push_back(isa);
-  return result;
-}
-
-Isa best_isa() {
-  Isa best = Isa::scalar;
-  for (Isa isa : available_isas())
-    if (rank_of(isa) > rank_of(best)) best = isa;
-  return best;
-}
-
-std::optional<Isa> isa_cap() {
-  int cap = g_cap.load(std::memory_order_acquire);
-  if (cap == kCapUnread) {
-    std::lock_guard<std::mutex> lock(g_cap_mutex);
-    cap = g_cap.load(std::memory_order_relaxed);
-    if (cap == kCapUnread) {
-      cap = read_cap_from_environment();  // throws on a bad value, leaving it unread
-      g_cap.store(cap, std::memory_order_release);
-    }
-  }
-  if (cap == kNoCap) return std::nullopt;
-  return static_cast<Isa>(cap);
-}
-
-void set_isa_cap(std::optional<Isa> cap) {
-  std::lock_guard<std::mutex> lock(g_cap_mutex);
-  g_cap.store(cap ? static_cast<int>(*cap) : kNoCap, std::memory_order_release);
-}
-
-Isa active_isa() {
-  const std::optional<Isa> cap = isa_cap();
-  if (!cap) return best_isa();
-  // A cap naming another architecture's ISA leaves only the scalar path.
-  Isa chosen = Isa::scalar;
-  for (Isa isa : available_isas()) {
-    const bool same_arch = arch_of(isa) == arch_of(*cap) || arch_of(isa) == Arch::none;
-    if (same_arch && rank_of(isa) <= rank_of(*cap) && rank_of(isa) > rank_of(chosen)) chosen = isa;
-  }
-  return chosen;
 }
 
 std::string cpu_summary() {
@@ -225,9 +124,12 @@ std::string cpu_summary() {
     features += name;
   };
   add(f.popcnt, "popcnt");
+  add(f.bmi1, "bmi1");
+  add(f.bmi2, "bmi2");
+  add(f.lzcnt, "lzcnt");
+  add(f.f16c, "f16c");
   add(f.avx2, "avx2");
   add(f.fma, "fma");
-  add(f.bmi2, "bmi2");
   add(f.avx512f, "avx512f");
   add(f.avx512bw, "avx512bw");
   add(f.avx512vl, "avx512vl");
@@ -237,8 +139,8 @@ std::string cpu_summary() {
   add(f.avx_vnni, "avxvnni");
   add(f.neon, "neon");
   std::string compiled;
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon}) {
-    if (!compiled_in(isa)) continue;
+  for (Isa isa : detail::kEveryIsa) {
+    if (!detail::isa_compiled(isa)) continue;
     if (!compiled.empty()) compiled += ' ';
     compiled += isa_name(isa);
   }
@@ -247,8 +149,5 @@ std::string cpu_summary() {
                      f.model_name.empty() ? "unknown" : f.model_name, features.empty() ? "none" : features,
                      compiled, cap ? isa_name(*cap) : std::string_view("none"), isa_name(active_isa()));
 }
-
-ScopedIsaCap::ScopedIsaCap(Isa isa) : previous_(isa_cap()) { set_isa_cap(isa); }
-ScopedIsaCap::~ScopedIsaCap() { set_isa_cap(previous_); }
 
 }  // namespace bitmix

@@ -1,5 +1,6 @@
-// The sgemm driver: argument checks, ISA dispatch, cache blocking, packing buffers and the
-// split over the thread pool. The arithmetic lives in the per-ISA kernels (sgemm_kernels.hpp).
+// The sgemm driver: argument checks, the choice of the ISA's kernels (src/core/isa_dispatch.hpp),
+// cache blocking, packing buffers and the split over the thread pool. The arithmetic lives in the
+// per-ISA kernels (sgemm_kernels.hpp).
 //
 // Blocking follows BLIS: the depth is cut into blocks of at most kMaxKc (split evenly, so a
 // depth of 144 or 288 is not cut into a full block and a sliver), B is packed per block of
@@ -15,6 +16,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "core/isa_dispatch.hpp"
 #include "core/sgemm_kernels.hpp"
 
 namespace bitmix {
@@ -25,17 +27,16 @@ constexpr int64_t kMc = 96;       // rows per A block (a multiple of every mr)
 constexpr int64_t kNc = 1024;     // columns per packed B block (a multiple of every nr)
 constexpr int64_t kMinParallelFlops = int64_t{1} << 19;
 
-const detail::SgemmKernels& kernels_for(Isa isa) {
-  switch (isa) {
+constinit detail::IsaDispatch<detail::SgemmKernels> g_kernels{"sgemm", {
 #if defined(BITMIX_HAVE_AVX512)
-    case Isa::avx512: return detail::sgemm_kernels_avx512();
+    {Isa::avx512, &detail::kSgemmKernelsAvx512},
 #endif
 #if defined(BITMIX_HAVE_AVX2)
-    case Isa::avx2: return detail::sgemm_kernels_avx2();
+    {Isa::avx2, &detail::kSgemmKernelsAvx2},
 #endif
-    default: return detail::sgemm_kernels_scalar();
-  }
-}
+    {Isa::scalar, &detail::kSgemmKernelsScalar},
+}};
+[[maybe_unused]] const bool g_kernels_listed = g_kernels.list();
 
 void check_size(int64_t value, const char* what) {
   if (value < 0) throw ArgumentError(fmt::format("sgemm: {} = {}, expected >= 0", what, value));
@@ -169,7 +170,7 @@ void gemm_block(const detail::SgemmKernels& kern, const SgemmPackedA& a, const S
 }
 
 void gemm_packed(const SgemmPackedA& a, const SgemmIndexedB& b, float alpha, float beta, float* c, int64_t ldc) {
-  const detail::SgemmKernels& kern = kernels_for(a.isa());
+  const detail::SgemmKernels& kern = g_kernels.for_isa(a.isa());  // the layout A was packed in
   const int64_t m = a.rows(), k = a.depth();
   const int64_t n = static_cast<int64_t>(b.col_offsets.size());
   if (m == 0 || n == 0) return;
@@ -199,7 +200,7 @@ void SgemmPackedA::pack(Transpose trans_a, int64_t m, int64_t k, const float* a,
   check_size(k, "k");
   if (m > 0 && k > 0) check_leading(lda, trans_a == Transpose::yes ? m : k, "lda");
   isa_ = active_isa();
-  const detail::SgemmKernels& kern = kernels_for(isa_);
+  const detail::SgemmKernels& kern = g_kernels.for_isa(isa_);
   mr_ = kern.mr;
   m_ = m;
   k_ = k;
@@ -285,7 +286,7 @@ void sgemm_dot_rows(int64_t m, int64_t n, int64_t length, int64_t segments, std:
     scale_c(m, n, beta, c, ldc);
     return;
   }
-  const detail::SgemmKernels& kern = kernels_for(active_isa());
+  const detail::SgemmKernels& kern = g_kernels.active();
   const int64_t block = std::max<int64_t>(1, (2048 + length - 1) / length);
   const int64_t col_tiles = (n + kern.dot_tile_cols - 1) / kern.dot_tile_cols;
   auto run = [&](int64_t t0, int64_t t1) {
@@ -301,8 +302,13 @@ void sgemm_dot_rows(int64_t m, int64_t n, int64_t length, int64_t segments, std:
 }
 
 SgemmTile sgemm_tile(Isa isa) {
-  const detail::SgemmKernels& kern = kernels_for(isa);
+  const detail::SgemmKernels& kern = g_kernels.for_isa(isa);
   return {kern.mr, kern.nr};
 }
+
+namespace detail {
+const SgemmKernels& sgemm_kernels() { return g_kernels.active(); }
+const IsaDispatchBase& sgemm_dispatch() { return g_kernels; }
+}  // namespace detail
 
 }  // namespace bitmix

@@ -188,11 +188,9 @@ void dot_rows_avx2(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64_t
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr,         kNr,           tile_avx2, tile_direct_avx2, 8,
-                                               pack_b_avx2, dot_rows_avx2, kDotRows,  kDotCols};
-
 }  // namespace
 
 namespace bitmix::detail {
-const SgemmKernels& sgemm_kernels_avx2() { return kKernels; }
+constinit const SgemmKernels kSgemmKernelsAvx2 = {kMr, kNr, tile_avx2, tile_direct_avx2, 8,
+                                                   pack_b_avx2, dot_rows_avx2, kDotRows, kDotCols};
 }  // namespace bitmix::detail

@@ -261,11 +261,9 @@ void dot_rows_avx512(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr,           kNr,           tile_avx512, tile_direct_avx512, 16,
-                                               pack_b_avx512, dot_rows_avx512, kDotRows,    kDotCols};
-
 }  // namespace
 
 namespace bitmix::detail {
-const SgemmKernels& sgemm_kernels_avx512() { return kKernels; }
+constinit const SgemmKernels kSgemmKernelsAvx512 = {kMr, kNr, tile_avx512, tile_direct_avx512, 16,
+                                                     pack_b_avx512, dot_rows_avx512, kDotRows, kDotCols};
 }  // namespace bitmix::detail

@@ -3,15 +3,15 @@
 // kernel translation units (sgemm_scalar.cpp, sgemm_avx2.cpp, sgemm_avx512.cpp).
 //
 // The ISA translation units hold nothing but plain loops and intrinsics inside an anonymous
-// namespace, plus one exported table getter each: no std:: templates and no Eigen. A template
-// instantiated in two translation units compiled with different -m flags would be emitted twice
-// as a weak symbol, and the linker could keep the AVX-512 copy for the baseline path (an ODR
-// violation that crashes only on older CPUs). `nm -C` on the ISA objects lists the table getter
-// as their only global symbol; the blocking, threading and buffers live in sgemm.cpp.
+// namespace, plus one exported table each: no std:: templates and no Eigen (the rule for ISA
+// translation units and why: src/core/isa_dispatch.hpp; the isa_symbols test checks it). The
+// blocking, threading and buffers live in sgemm.cpp, which chooses the table.
 
 #include <cstdint>
 
 namespace bitmix::detail {
+
+class IsaDispatchBase;
 
 // A run of consecutive columns of an indexed B inside one packed sliver: packed columns
 // [dst, dst + length) come from base + row_offset + src + t * stride.
@@ -54,12 +54,18 @@ struct SgemmKernels {
   int dot_tile_cols;
 };
 
-const SgemmKernels& sgemm_kernels_scalar();
+// Per-ISA tables (defined only when compiled in), one per translation unit.
+extern const SgemmKernels kSgemmKernelsScalar;
 #if defined(BITMIX_HAVE_AVX2)
-const SgemmKernels& sgemm_kernels_avx2();
+extern const SgemmKernels kSgemmKernelsAvx2;
 #endif
 #if defined(BITMIX_HAVE_AVX512)
-const SgemmKernels& sgemm_kernels_avx512();
+extern const SgemmKernels kSgemmKernelsAvx512;
 #endif
+
+// The table for the current cap (chosen once per cap, sgemm.cpp) and its dispatcher (which ISA
+// it reports, how often it chose): for tests.
+const SgemmKernels& sgemm_kernels();
+const IsaDispatchBase& sgemm_dispatch();
 
 }  // namespace bitmix::detail

@@ -81,10 +81,8 @@ void dot_rows_scalar(int64_t m, int64_t n, int64_t n_begin, int64_t n_end, int64
   }
 }
 
-const bitmix::detail::SgemmKernels kKernels = {kMr, kNr, tile_scalar, nullptr, 0, pack_b_generic, dot_rows_scalar, kDotRows, kDotCols};
-
 }  // namespace
 
 namespace bitmix::detail {
-const SgemmKernels& sgemm_kernels_scalar() { return kKernels; }
+constinit const SgemmKernels kSgemmKernelsScalar = {kMr, kNr, tile_scalar, nullptr, 0, pack_b_generic, dot_rows_scalar, kDotRows, kDotCols};
 }  // namespace bitmix::detail

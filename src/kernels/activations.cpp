@@ -173,11 +173,15 @@ void quantize_pack(const Tensor& x, const ActivationQuant& quant, int border, Pa
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, channels * width));
   const int64_t pixel_bytes = out.pixel_bits() / 8;
   parallel_for(rows, grain, [&](int64_t begin, int64_t end) {
+    // The kernels' scratch (the generic row packer transposes through it), per thread so that
+    // rows after the first allocate nothing.
+    thread_local std::vector<uint8_t> scratch;
+    scratch.resize(static_cast<std::size_t>(2 * channels * width));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / height, h = row % height;
       table.quantize_pack_row(src + (n * channels * height + h) * width, height * width, channels, width, quant,
                               dst + out.row_offset(n, h + border, 0) + border * pixel_bytes, out.row_stride(),
-                              pixel_bytes);
+                              pixel_bytes, scratch.data());
     }
   });
 }

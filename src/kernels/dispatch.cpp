@@ -1,29 +1,28 @@
-// Chooses the kernel table: the best compiled-in path the CPU runs, capped by BITMIX_MAX_ISA.
-#include <fmt/format.h>
-
-#include "bitmix/core/error.hpp"
+// Chooses the kernel table: the best compiled-in path the CPU runs, capped by BITMIX_MAX_ISA,
+// through the one ISA-dispatch mechanism (src/core/isa_dispatch.hpp).
+#include "core/isa_dispatch.hpp"
 #include "kernel_table.hpp"
 
 namespace bitmix::kernels::detail {
+namespace {
 
-const KernelTable& kernel_table_for(Isa isa) {
-  switch (isa) {
-#if defined(BITMIX_HAVE_AVX2)
-    case Isa::avx2: return kAvx2Table;
-#endif
+constinit bitmix::detail::IsaDispatch<KernelTable> g_tables{"kernels", {
 #if defined(BITMIX_HAVE_AVX512)
-    case Isa::avx512: return kAvx512Table;
+    {Isa::avx512, &kAvx512Table},
+#endif
+#if defined(BITMIX_HAVE_AVX2)
+    {Isa::avx2, &kAvx2Table},
 #endif
 #if defined(BITMIX_HAVE_NEON)
-    case Isa::neon: return kNeonTable;
+    {Isa::neon, &kNeonTable},
 #endif
-    case Isa::scalar: return kScalarTable;
-    default: break;
-  }
-  throw Error(fmt::format("kernels: no {} path compiled into this build", isa_name(isa)));
-}
+    {Isa::scalar, &kScalarTable},
+}};
+[[maybe_unused]] const bool g_tables_listed = g_tables.list();
 
-// active_isa() only returns compiled-in paths the CPU supports, so this never throws there.
-const KernelTable& kernel_table() { return kernel_table_for(active_isa()); }
+}  // namespace
+
+const KernelTable& kernel_table() { return g_tables.active(); }
+const bitmix::detail::IsaDispatchBase& kernel_dispatch() { return g_tables; }
 
 }  // namespace bitmix::kernels::detail

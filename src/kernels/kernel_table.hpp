@@ -1,11 +1,17 @@
 #pragma once
 // The internal interface between the checked driver (conv.cpp) and the per-ISA kernels
 // (scalar/, avx2/, avx512/, neon/). Nothing here is public: the API never names an ISA.
+//
+// The per-ISA translation units include this header: it holds only plain structs, function
+// pointer types and the extern tables (their rules: src/core/isa_dispatch.hpp).
 
 #include <cstdint>
 
-#include "bitmix/core/cpu.hpp"
 #include "bitmix/kernels/activations.hpp"
+
+namespace bitmix::detail {
+class IsaDispatchBase;
+}
 
 namespace bitmix::kernels::detail {
 
@@ -97,9 +103,12 @@ using PackPixelsFn = void (*)(const uint8_t* codes, int64_t pixels, int64_t chan
 
 // Quantizes one image row of a float NCHW tensor (x points at channel 0 of the row; channel c at
 // x + c * channel_stride, `width` pixels) and packs it: plane j of pixel w goes to
-// out + j * plane_stride + w * pixel_bytes (out is the row's first interior pixel).
+// out + j * plane_stride + w * pixel_bytes (out is the row's first interior pixel). `scratch`
+// holds 2 * channels * width bytes the kernel may use (the caller owns the memory: an ISA's
+// translation unit allocates nothing itself).
 using QuantizePackRowFn = void (*)(const float* x, int64_t channel_stride, int64_t channels, int64_t width,
-                                   const ActivationQuant& q, uint8_t* out, int64_t plane_stride, int64_t pixel_bytes);
+                                   const ActivationQuant& q, uint8_t* out, int64_t plane_stride, int64_t pixel_bytes,
+                                   uint8_t* scratch);
 
 // Adds (popcount of pixel x's bytes) << plane to sums[x] for `pixels` pixels of one plane row,
 // pixel x starting at row + x * pixel_stride.
@@ -107,7 +116,6 @@ using PixelCodeSumsFn = void (*)(const uint8_t* row, int64_t pixels, int64_t pix
                                  int plane, int32_t* sums);
 
 struct KernelTable {
-  Isa isa;
   void (*dense_tile)(const DenseTile& tile, int32_t* out);
   void (*epilogue_tile)(const EpilogueTile& tile);
   void (*depthwise_tile)(const DepthwiseTile& tile, int32_t* acc);
@@ -122,12 +130,13 @@ struct KernelTable {
   PixelCodeSumsFn pixel_code_sums;
 };
 
-// The table of the path active_isa() selects now (recomputed on every call, so a changed cap
-// takes effect at once).
+// The table for the current cap (chosen once per cap, dispatch.cpp; a changed cap takes effect
+// at the next call).
 const KernelTable& kernel_table();
-const KernelTable& kernel_table_for(Isa isa);
+// Its dispatcher (which ISA it reports, how often it chose): for tests.
+const bitmix::detail::IsaDispatchBase& kernel_dispatch();
 
-// Per-ISA tables (defined only when compiled in).
+// Per-ISA tables (defined only when compiled in), one per translation unit.
 extern const KernelTable kScalarTable;
 #if defined(BITMIX_HAVE_AVX2)
 extern const KernelTable kAvx2Table;

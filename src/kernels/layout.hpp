@@ -1,5 +1,9 @@
 #pragma once
 // Small layout helpers shared by the driver, the packers and every ISA's kernels.
+//
+// Internal linkage (an anonymous namespace) on purpose: the per-ISA translation units include
+// this too, and an inline function with external linkage that one of them emits out of line
+// could be the copy the linker keeps for everyone (the rule in src/core/isa_dispatch.hpp).
 
 #include <bit>
 #include <cstdint>
@@ -8,6 +12,7 @@
 #include "bitmix/kernels/activations.hpp"
 
 namespace bitmix::kernels::detail {
+namespace {
 
 static_assert(std::endian::native == std::endian::little,
               "packed planes are read as little-endian words; big-endian targets are not supported");
@@ -45,4 +50,5 @@ inline void fill_pixels_with_code(PackedActivations& a, int64_t n, int64_t row, 
   for (int64_t i = 0; i < bytes; ++i) p[i] = (i % pixel_bytes == pixel_bytes - 1) ? last : uint8_t{0xff};
 }
 
+}  // namespace
 }  // namespace bitmix::kernels::detail

@@ -14,9 +14,10 @@
 // i mod 16) combined in lane order, whatever the vector width. So the ISAs agree bit for bit, and
 // a call with k candidates equals k calls with one candidate each, bit for bit.
 //
-// This header holds only plain structs and function pointers: the ISA translation units must not
-// share inline functions or templates with the baseline code (the linker would keep one copy,
-// possibly the AVX-512 one, for all callers).
+// This header holds only plain structs, function pointers and the extern tables: the ISA
+// translation units must not share inline functions or templates with the baseline code (the
+// linker would keep one copy, possibly the AVX-512 one, for all callers; the rule is stated in
+// src/core/isa_dispatch.hpp).
 
 #include <cstdint>
 
@@ -102,12 +103,13 @@ struct ElementKernels {
 // for every grid).
 bool has_backward(GridKind grid, GateKind gate, bool want_dot) noexcept;
 
-const ElementKernels& element_kernels_scalar();
+// Per-ISA tables (defined only when compiled in), one per translation unit; engine.cpp chooses.
+extern const ElementKernels kElementKernelsScalar;
 #if defined(BITMIX_HAVE_AVX2)
-const ElementKernels& element_kernels_avx2();
+extern const ElementKernels kElementKernelsAvx2;
 #endif
 #if defined(BITMIX_HAVE_AVX512)
-const ElementKernels& element_kernels_avx512();
+extern const ElementKernels kElementKernelsAvx512;
 #endif
 
 }  // namespace bitmix::quant::detail

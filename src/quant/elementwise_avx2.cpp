@@ -15,6 +15,6 @@ constexpr int kWidth = 8;
 
 }  // namespace
 
-const ElementKernels& element_kernels_avx2() { return kKernels; }
+constinit const ElementKernels kElementKernelsAvx2 = kKernels;
 
 }  // namespace bitmix::quant::detail

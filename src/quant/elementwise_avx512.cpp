@@ -15,6 +15,6 @@ constexpr int kWidth = 16;
 
 }  // namespace
 
-const ElementKernels& element_kernels_avx512() { return kKernels; }
+constinit const ElementKernels kElementKernelsAvx512 = kKernels;
 
 }  // namespace bitmix::quant::detail

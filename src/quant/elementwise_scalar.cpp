@@ -15,6 +15,6 @@ constexpr int kWidth = 4;
 
 }  // namespace
 
-const ElementKernels& element_kernels_scalar() { return kKernels; }
+constinit const ElementKernels kElementKernelsScalar = kKernels;
 
 }  // namespace bitmix::quant::detail

@@ -6,6 +6,7 @@
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
+#include "core/isa_dispatch.hpp"
 
 namespace bitmix::quant::detail {
 namespace {
@@ -113,19 +114,21 @@ void check_same_layout(const Plan& first, const Plan& other) {
     throw Error("quantizer plans mixed in one pass differ in grid or groups");
 }
 
-}  // namespace
-
-const ElementKernels& element_kernels() {
-  switch (active_isa()) {
+constinit bitmix::detail::IsaDispatch<ElementKernels> g_element_kernels{"quant", {
 #if defined(BITMIX_HAVE_AVX512)
-    case Isa::avx512: return element_kernels_avx512();
+    {Isa::avx512, &kElementKernelsAvx512},
 #endif
 #if defined(BITMIX_HAVE_AVX2)
-    case Isa::avx2: return element_kernels_avx2();
+    {Isa::avx2, &kElementKernelsAvx2},
 #endif
-    default: return element_kernels_scalar();
-  }
-}
+    {Isa::scalar, &kElementKernelsScalar},
+}};
+[[maybe_unused]] const bool g_element_kernels_listed = g_element_kernels.list();
+
+}  // namespace
+
+const ElementKernels& element_kernels() { return g_element_kernels.active(); }
+const bitmix::detail::IsaDispatchBase& element_kernels_dispatch() { return g_element_kernels; }
 
 bool has_backward(GridKind grid, GateKind gate, bool want_dot) noexcept {
   if (gate == GateKind::custom) return false;

@@ -24,6 +24,10 @@
 #include "quant/elementwise.hpp"
 #include "quant/rounding.hpp"
 
+namespace bitmix::detail {
+class IsaDispatchBase;
+}
+
 namespace bitmix::quant::detail {
 
 // ---------------------------------------------------------------------------------------------
@@ -125,8 +129,10 @@ std::vector<GroupStats> group_stats(const float* x, const Blocks& blocks, unsign
 // ---------------------------------------------------------------------------------------------
 // Running plans (through the kernels of the active ISA).
 
-// The kernels of active_isa().
+// The kernels for the current cap (chosen once per cap through src/core/isa_dispatch.hpp).
 const ElementKernels& element_kernels();
+// Their dispatcher (which ISA it reports, how often it chose): for tests.
+const bitmix::detail::IsaDispatchBase& element_kernels_dispatch();
 
 // Where a pass starts: store (out = result; the constant -0, which adds to any v as v), zero
 // (out = 0 + result, the sum a zeroed output accumulates) or accumulate (out += result).

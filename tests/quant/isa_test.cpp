@@ -94,7 +94,7 @@ void expect_same(const Results& a, const Results& b, const std::string& what) {
 }
 
 TEST(QuantizerIsa, EveryPathEqualsTheBaselineBitForBit) {
-  const std::vector<Isa> isas = available_isas();
+  const std::span<const Isa> isas = available_isas();
   if (isas.size() < 2) GTEST_SKIP() << "only the baseline path is available: " << cpu_summary();
   // 210 values: partial lane groups per channel; 18006 values: several chunks per group and
   // two blocks per tensor.

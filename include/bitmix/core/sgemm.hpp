@@ -78,7 +78,8 @@ void sgemm(const SgemmPackedA& a, const SgemmIndexedB& b, float alpha, float bet
 void sgemm_dot_rows(int64_t m, int64_t n, int64_t length, int64_t segments, std::span<const float* const> a_rows,
                     std::span<const float* const> b_rows, float alpha, float beta, float* c, int64_t ldc);
 
-// The micro-kernel tile of an ISA (rows x columns of C per call), for tests and benchmarks.
+// The micro-kernel tile (rows x columns of C per call) sgemm uses while `isa` is the active ISA
+// on this CPU (the best kernels it has not above `isa`), for tests and benchmarks.
 struct SgemmTile {
   int rows;
   int cols;

@@ -1,9 +1,9 @@
 #pragma once
 // Bit-serial convolution and GEMM on packed operands, with the fused epilogue.
 //
-// The path (scalar, AVX2, AVX-512, NEON) is chosen from the CPU and the BITMIX_MAX_ISA cap on
-// every call (bitmix::active_isa()); all paths give identical results. Work is split over
-// output pixel tiles on the bitmix thread pool.
+// The path (scalar, AVX2, AVX-512, NEON) is chosen from the CPU and the BITMIX_MAX_ISA cap
+// (bitmix::active_isa(); once per cap, so a changed cap applies from the next call); all paths
+// give identical results. Work is split over output pixel tiles on the bitmix thread pool.
 //
 // Checked entry points: bits, shapes, padding versus the input's stored border and the int32
 // range of the accumulator are validated and raise bitmix::Error subclasses naming the

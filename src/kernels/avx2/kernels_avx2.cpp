@@ -43,7 +43,7 @@ void dense_pair(const DenseTile& t, const int64_t* word_offsets, int words, int 
   const int64_t* px = t.pixel_offsets + q0;
   const uint32_t* weights = t.weights + i * kLanes + 8 * h;
   for (int w0 = 0; w0 < words; w0 += kFlushWords) {
-    const int w1 = std::min(words, w0 + kFlushWords);
+    const int w1 = scalar::min_of(words, w0 + kFlushWords);
     __m256i acc[kPixelBlock];
 #pragma GCC unroll 6
     for (int q = 0; q < kPixelBlock; ++q) acc[q] = _mm256_setzero_si256();
@@ -202,7 +202,7 @@ void epilogue_tile(const EpilogueTile& tile) {
     }
     return;
   }
-  if (e.thresholds && e.out_quant.max_code() == 1) {  // one output bit: the comparison is the plane
+  if (e.thresholds && scalar::max_code(e.out_quant) == 1) {  // one output bit: the comparison is the plane
     const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds));
     const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + 8));
     const __m256i t0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.thresholds + kLanes));
@@ -268,7 +268,7 @@ void epilogue_tile(const EpilogueTile& tile) {
   {
     const __m256 out_scale = _mm256_set1_ps(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
     const __m256 zero_point = _mm256_set1_ps(static_cast<float>(e.out_quant.zero_point));
-    const __m256 top = _mm256_set1_ps(static_cast<float>(e.out_quant.max_code()));
+    const __m256 top = _mm256_set1_ps(static_cast<float>(scalar::max_code(e.out_quant)));
     for (int h = 0; h < 2; ++h) {
       const __m256 scale = _mm256_loadu_ps(e.scale + 8 * h), bias = _mm256_loadu_ps(e.bias + 8 * h);
       for (int q = 0; q < e.pixels; ++q) {
@@ -304,7 +304,7 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
   }
   const __m256 scale = _mm256_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m256 zero_point = _mm256_set1_ps(static_cast<float>(q.zero_point));
-  const __m256 top = _mm256_set1_ps(static_cast<float>(q.max_code()));
+  const __m256 top = _mm256_set1_ps(static_cast<float>(scalar::max_code(q)));
   int64_t i = 0;
   for (; i + 8 <= count; i += 8) {
     const __m256i c = quantize_codes(_mm256_loadu_ps(x + i), scale, q.reciprocal, zero_point, top);
@@ -321,7 +321,7 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   for (int64_t p = 0; p < pixels; ++p) {
     const uint8_t* c = codes + p * channels;
     for (int64_t c0 = 0; c0 < channels; c0 += 32) {
-      const int64_t n = std::min<int64_t>(32, channels - c0);
+      const int64_t n = scalar::min_of<int64_t>(32, channels - c0);
       alignas(32) uint8_t chunk[32] = {};
       std::memcpy(chunk, c + c0, static_cast<std::size_t>(n));
       const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(chunk));
@@ -339,15 +339,15 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
 // Float NCHW row to packed planes: 8 channels x 8 pixels transposed in registers, so each
 // register holds one pixel's 8 channels and MOVMSKPS of a shifted code gives the plane byte.
 void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
-                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes, uint8_t* /*scratch: unused*/) {
   const __m256 scale = _mm256_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m256 zero_point = _mm256_set1_ps(static_cast<float>(q.zero_point));
-  const __m256 top = _mm256_set1_ps(static_cast<float>(q.max_code()));
+  const __m256 top = _mm256_set1_ps(static_cast<float>(scalar::max_code(q)));
   for (int64_t c0 = 0; c0 < channels; c0 += 8) {
-    const int nc = static_cast<int>(std::min<int64_t>(8, channels - c0));
+    const int nc = static_cast<int>(scalar::min_of<int64_t>(8, channels - c0));
     const uint32_t cmask = (1u << nc) - 1;
     for (int64_t w0 = 0; w0 < width; w0 += 8) {
-      const int nw = static_cast<int>(std::min<int64_t>(8, width - w0));
+      const int nw = static_cast<int>(scalar::min_of<int64_t>(8, width - w0));
       __m256 rows[8];
       for (int r = 0; r < 8; ++r) {
         if (r >= nc) {
@@ -376,8 +376,8 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 
 }  // namespace
 
-const KernelTable kAvx2Table = {
-    Isa::avx2,   dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 16, 4, quantize, pack_pixels, quantize_pack_row,
+constinit const KernelTable kAvx2Table = {
+    dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 16, 4, quantize, pack_pixels, quantize_pack_row,
     scalar::pixel_code_sums<popcount64>,
 };
 

@@ -89,10 +89,10 @@ void dense_pass_dispatch(const DenseTile& t, int i0, int j0, bool neg_top, int32
 void dense_tile(const DenseTile& t, int32_t* out) {
   const int m = t.weight_planes, k = t.act_planes;
   for (int i0 = 0; i0 < m; i0 += 2) {
-    const int mp = std::min(2, m - i0);
+    const int mp = scalar::min_of(2, m - i0);
     const bool neg_top = !t.odd_levels && i0 + mp == m;
     for (int j0 = 0; j0 < k; j0 += 2) {
-      const int kp = std::min(2, k - j0);
+      const int kp = scalar::min_of(2, k - j0);
       if (mp == 1 && kp == 1) dense_pass_dispatch<1, 1>(t, i0, j0, neg_top, out);
       else if (mp == 1) dense_pass_dispatch<1, 2>(t, i0, j0, neg_top, out);
       else if (kp == 1) dense_pass_dispatch<2, 1>(t, i0, j0, neg_top, out);
@@ -277,7 +277,7 @@ void epilogue_tile(const EpilogueTile& tile) {
   }
   const __m512 out_scale = _mm512_set1_ps(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(e.out_quant.zero_point));
-  const __m512 top = _mm512_set1_ps(static_cast<float>(e.out_quant.max_code()));
+  const __m512 top = _mm512_set1_ps(static_cast<float>(scalar::max_code(e.out_quant)));
   for (int q = 0; q < e.pixels; ++q) {
     __m512i a = _mm512_add_epi32(_mm512_load_si512(e.acc + q * kLanes), lane_offset);
     if (e.pixel_offset) a = _mm512_add_epi32(a, _mm512_set1_epi32(e.pixel_offset[q]));
@@ -296,9 +296,9 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
   }
   const __m512 scale = _mm512_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(q.zero_point));
-  const __m512 top = _mm512_set1_ps(static_cast<float>(q.max_code()));
+  const __m512 top = _mm512_set1_ps(static_cast<float>(scalar::max_code(q)));
   for (int64_t i = 0; i < count; i += 16) {
-    const int64_t n = std::min<int64_t>(16, count - i);
+    const int64_t n = scalar::min_of<int64_t>(16, count - i);
     const auto mask = static_cast<__mmask16>(n == 16 ? 0xffff : (1u << n) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(mask, x + i);
     _mm_mask_storeu_epi8(codes + i, mask, _mm512_cvtepi32_epi8(quantize_codes(v, scale, q.reciprocal, zero_point, top)));
@@ -311,7 +311,7 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   for (int64_t p = 0; p < pixels; ++p) {
     const uint8_t* c = codes + p * channels;
     for (int64_t c0 = 0; c0 < channels; c0 += 64) {
-      const int64_t n = std::min<int64_t>(64, channels - c0);
+      const int64_t n = scalar::min_of<int64_t>(64, channels - c0);
       const __mmask64 mask = n == 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
       const __m512i v = _mm512_maskz_loadu_epi8(mask, c + c0);
       const int64_t bytes = (n + 7) / 8;
@@ -328,16 +328,16 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
 // are transposed in registers, so each register holds one pixel's 16 channels; its codes' bit
 // planes are then 16-bit masks, exactly the pixel's bytes in each plane.
 void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
-                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes, uint8_t* /*scratch: unused*/) {
   const __m512 scale = _mm512_set1_ps(q.reciprocal ? 1.0f / q.scale : q.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(q.zero_point));
-  const __m512 top = _mm512_set1_ps(static_cast<float>(q.max_code()));
+  const __m512 top = _mm512_set1_ps(static_cast<float>(scalar::max_code(q)));
   for (int64_t c0 = 0; c0 < channels; c0 += 16) {
-    const int nc = static_cast<int>(std::min<int64_t>(16, channels - c0));
+    const int nc = static_cast<int>(scalar::min_of<int64_t>(16, channels - c0));
     const auto cmask = static_cast<__mmask16>(nc == 16 ? 0xffff : (1u << nc) - 1);
     const int bytes = (nc + 7) / 8;
     for (int64_t w0 = 0; w0 < width; w0 += 16) {
-      const int nw = static_cast<int>(std::min<int64_t>(16, width - w0));
+      const int nw = static_cast<int>(scalar::min_of<int64_t>(16, width - w0));
       const auto wmask = static_cast<__mmask16>(nw == 16 ? 0xffff : (1u << nw) - 1);
       __m512 rows[16];
       for (int r = 0; r < 16; ++r)
@@ -362,8 +362,8 @@ uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(_mm_popcnt_u64(x)
 
 }  // namespace
 
-const KernelTable kAvx512Table = {
-    Isa::avx512, dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 3, 2, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
+constinit const KernelTable kAvx512Table = {
+    dense_tile, epilogue_tile, scalar::depthwise_tile, integer_tile, 3, 2, quantize, pack_pixels, quantize_pack_row, scalar::pixel_code_sums<popcount64>,
 };
 
 }  // namespace bitmix::kernels::detail

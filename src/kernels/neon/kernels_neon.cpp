@@ -4,7 +4,6 @@
 // (UADDLP) into the 32-bit lanes.
 #include <arm_neon.h>
 
-#include <bit>
 #include <cstring>
 
 #include "scalar/scalar_kernels.hpp"
@@ -124,8 +123,8 @@ void epilogue_tile(const EpilogueTile& tile) {
   }
   const float32x4_t out_scale = vdupq_n_f32(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
   const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(e.out_quant.zero_point));
-  const float32x4_t top = vdupq_n_f32(static_cast<float>(e.out_quant.max_code()));
-  const int count = e.out_quant.max_code();
+  const float32x4_t top = vdupq_n_f32(static_cast<float>(scalar::max_code(e.out_quant)));
+  const int count = scalar::max_code(e.out_quant);
   for (int q = 0; q < e.pixels; ++q) {
     int32x4_t codes[4];
     for (int h = 0; h < 4; ++h) {
@@ -162,7 +161,7 @@ void quantize(const float* x, int64_t stride, int64_t count, const ActivationQua
   }
   const float32x4_t scale = vdupq_n_f32(q.reciprocal ? 1.0f / q.scale : q.scale);
   const float32x4_t zero_point = vdupq_n_f32(static_cast<float>(q.zero_point));
-  const float32x4_t top = vdupq_n_f32(static_cast<float>(q.max_code()));
+  const float32x4_t top = vdupq_n_f32(static_cast<float>(scalar::max_code(q)));
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
     int32x4_t c[4];
@@ -178,7 +177,7 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   for (int64_t p = 0; p < pixels; ++p) {
     const uint8_t* c = codes + p * channels;
     for (int64_t c0 = 0; c0 < channels; c0 += 16) {
-      const int64_t n = std::min<int64_t>(16, channels - c0);
+      const int64_t n = scalar::min_of<int64_t>(16, channels - c0);
       uint8_t chunk[16] = {};
       std::memcpy(chunk, c + c0, static_cast<std::size_t>(n));
       const uint8x16_t v = vld1q_u8(chunk);
@@ -192,12 +191,12 @@ void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, int64_t
   }
 }
 
-uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(std::popcount(x)); }
+uint32_t popcount64(uint64_t x) { return static_cast<uint32_t>(__builtin_popcountll(x)); }
 
 }  // namespace
 
-const KernelTable kNeonTable = {
-    Isa::neon,   dense_tile, epilogue_tile, scalar::depthwise_tile, scalar::integer_tile, 12, 16, quantize, pack_pixels, scalar::quantize_pack_row<quantize, pack_pixels>,
+constinit const KernelTable kNeonTable = {
+    dense_tile, epilogue_tile, scalar::depthwise_tile, scalar::integer_tile, 12, 16, quantize, pack_pixels, scalar::quantize_pack_row<quantize, pack_pixels>,
     scalar::pixel_code_sums<popcount64>,
 };
 

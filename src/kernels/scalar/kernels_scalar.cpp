@@ -3,8 +3,7 @@
 
 namespace bitmix::kernels::detail {
 
-const KernelTable kScalarTable = {
-    Isa::scalar,
+constinit const KernelTable kScalarTable = {
     scalar::dense_tile,
     scalar::epilogue_tile,
     scalar::depthwise_tile,

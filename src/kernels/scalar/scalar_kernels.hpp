@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "bitmix/kernels/activations.hpp"
 #include "kernel_table.hpp"
@@ -14,6 +13,15 @@ namespace bitmix::kernels::detail::scalar {
 // Internal linkage on purpose: each ISA's translation unit compiles these with its own flags,
 // and one shared (inline) definition would let the linker hand AVX-512 code to the scalar path.
 namespace {
+
+// What the ISA translation units use instead of std:: templates and the inline members of public
+// types (src/core/isa_dispatch.hpp: nothing with external linkage may be emitted there).
+template <class T>
+constexpr T min_of(T a, T b) noexcept {
+  return b < a ? b : a;
+}
+// ActivationQuant::max_code().
+constexpr int32_t max_code(const ActivationQuant& q) noexcept { return (int32_t{1} << q.bits) - 1; }
 
 // Bit-twiddling popcount: baseline x86-64 has no POPCNT instruction, and std::popcount would
 // become a libgcc call there.
@@ -104,7 +112,7 @@ inline float epilogue_value(const EpilogueTile& e, int32_t acc, int l) noexcept 
 inline uint8_t epilogue_code(const EpilogueTile& e, int32_t acc, int l) noexcept {
   if (e.thresholds) {
     const int32_t a = e.thresholds[l] * acc;
-    const int count = e.out_quant.max_code();
+    const int count = max_code(e.out_quant);
     int code = 0;
     for (int k = 1; k <= count; ++k) code += a >= e.thresholds[k * kLanes + l] ? 1 : 0;
     return static_cast<uint8_t>(code);
@@ -159,18 +167,16 @@ inline void pack_pixels(const uint8_t* codes, int64_t pixels, int64_t channels, 
 }
 
 // Generic row packer on top of an ISA's quantize and pack_pixels: quantize channel rows, transpose
-// the codes to pixel order, pack.
+// the codes to pixel order (both in the caller's scratch), pack.
 template <QuantizeFn Quantize, PackPixelsFn Pack>
 void quantize_pack_row(const float* x, int64_t channel_stride, int64_t channels, int64_t width, const ActivationQuant& q,
-                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes) {
-  thread_local std::vector<uint8_t> planar, pixels;
-  planar.resize(static_cast<std::size_t>(channels * width));
-  pixels.resize(static_cast<std::size_t>(channels * width));
-  for (int64_t c = 0; c < channels; ++c) Quantize(x + c * channel_stride, 1, width, q, planar.data() + c * width);
+                       uint8_t* out, int64_t plane_stride, int64_t pixel_bytes, uint8_t* scratch) {
+  uint8_t* planar = scratch;
+  uint8_t* pixels = scratch + channels * width;
+  for (int64_t c = 0; c < channels; ++c) Quantize(x + c * channel_stride, 1, width, q, planar + c * width);
   for (int64_t w = 0; w < width; ++w)
-    for (int64_t c = 0; c < channels; ++c)
-      pixels[static_cast<std::size_t>(w * channels + c)] = planar[static_cast<std::size_t>(c * width + w)];
-  Pack(pixels.data(), width, channels, pixel_bytes * 8, q.bits, 0, out, plane_stride);
+    for (int64_t c = 0; c < channels; ++c) pixels[w * channels + c] = planar[c * width + w];
+  Pack(pixels, width, channels, pixel_bytes * 8, q.bits, 0, out, plane_stride);
 }
 
 // Popcount of each pixel's bytes (pixel x at row + x * pixel_stride), added as count << plane to
