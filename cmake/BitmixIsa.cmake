@@ -55,3 +55,24 @@ if(BITMIX_ENABLE_NEON)
   list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_NEON=1)
 endif()
 
+# bitmix_isa_translation_units(<module> <source>...): declares the sources of bitmix_<module>
+# that each hold one ISA's function table (the portable one included). They follow the rule for
+# ISA translation units in src/core/isa_dispatch.hpp, which the isa_symbols test checks with nm
+# (tests/isa/CMakeLists.txt) on their objects in the library and on a second copy compiled with
+# -O0 (bitmix_<module>_isa_O0): an optimized build inlines most inline functions, an unoptimized
+# one emits every one it uses, and the rule must hold for both. Call it after bitmix_add_module,
+# in the module's directory (the ISA flags are properties of the sources there).
+function(bitmix_isa_translation_units module)
+  set(target bitmix_${module})
+  foreach(source IN LISTS ARGN)
+    set_property(GLOBAL APPEND PROPERTY BITMIX_ISA_TRANSLATION_UNITS "${module}|${source}")
+  endforeach()
+  if(BITMIX_BUILD_TESTS)
+    set(copy ${target}_isa_O0)
+    add_library(${copy} OBJECT ${ARGN})
+    target_include_directories(${copy} PRIVATE $<TARGET_PROPERTY:${target},INCLUDE_DIRECTORIES>)
+    target_compile_definitions(${copy} PRIVATE $<TARGET_PROPERTY:${target},COMPILE_DEFINITIONS>)
+    target_compile_options(${copy} PRIVATE $<TARGET_PROPERTY:${target},COMPILE_OPTIONS> -O0)
+    set_property(GLOBAL APPEND PROPERTY BITMIX_ISA_O0_TARGETS ${copy})
+  endif()
+endfunction()

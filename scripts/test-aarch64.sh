@@ -11,6 +11,6 @@ for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
 done
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITMIX_WERROR=ON -DBITMIX_KERNELS_ONLY=ON \
       -DCMAKE_TOOLCHAIN_FILE="$root/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
-cmake --build "$build" -j 2 --target bitmix_core_tests bitmix_kernels_tests
+cmake --build "$build" -j 2 --target bitmix_core_tests bitmix_kernels_tests bitmix_isa_tests
 cd "$build"
 ctest --output-on-failure -j 1
