@@ -12,8 +12,8 @@ namespace bitmix::cli {
 namespace {
 
 int run_info(int argc, char** argv) {
-  ArgParser args("info", "Print the version, the detected CPU features, the compiled and active kernel paths "
-                         "and the thread count.");
+  ArgParser args("info", "Print the version, the detected CPU features, the compiled and active kernel paths, "
+                         "the table each part of the library uses and the thread count.");
   args.common_options(/*with_data=*/false, /*with_out=*/false);
   if (!args.parse(argc, argv)) return 0;
   args.apply_common();
@@ -26,6 +26,10 @@ int run_info(int argc, char** argv) {
   const auto cap = isa_cap();
   std::cout << fmt::format("cap:       {}\n", cap ? isa_name(*cap) : std::string_view("none (BITMIX_MAX_ISA unset)"));
   std::cout << fmt::format("active:    {}\n", isa_name(active_isa()));
+  std::string tables;
+  for (const IsaTableChoice& t : active_isa_tables())
+    tables += fmt::format("{}{}={}", tables.empty() ? "" : " ", t.table, isa_name(t.isa));
+  std::cout << fmt::format("tables:    {}\n", tables.empty() ? "none" : tables);
   std::cout << fmt::format("threads:   {} (hardware {})\n", num_threads(), hardware_threads());
   std::cout << cpu_summary() << '\n';
   return 0;
