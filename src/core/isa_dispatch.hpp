@@ -28,6 +28,8 @@
 //   choice. A thread racing a cap change gets the old or the new table, both valid.
 //   A dispatcher must have static storage duration (it stays on the invalidation list for the
 //   rest of the program); declare it constinit so it works before static initialization too.
+//   choices() counts how often it chose (tests check the cache with it); active_isa_tables()
+//   reports every named dispatcher's current choice (bitmix info prints it).
 //
 // DECLARING A MODULE'S TABLES (in a baseline translation unit of the module, never in an ISA one)
 //
@@ -71,18 +73,21 @@
 //   * The TU must not odr-use any inline function or template with external linkage that is
 //     declared outside its anonymous namespace: no std:: algorithms or containers (std::min,
 //     std::vector, std::popcount), no inline members of public types (ActivationQuant::max_code),
-//     no inline helpers of shared headers. Such a function may be emitted out of line (at -O0
-//     always) as a weak (COMDAT) symbol compiled with this TU's -m flags, the linker keeps one
-//     copy for every caller in the program, and an AVX-512 copy faults on an older CPU. Compiler
-//     builtins and intrinsics (always inlined), calls to non-inline functions (compiled with the
-//     baseline flags elsewhere: memcpy, operator new) and constants are fine.
+//     no inline helpers of shared headers unless the header gives them internal linkage (as
+//     src/kernels/layout.hpp and scalar/scalar_kernels.hpp do). Such a function may be emitted
+//     out of line (at -O0 always) as a weak (COMDAT) symbol compiled with this TU's -m flags, the
+//     linker keeps one copy for every caller in the program, and an AVX-512 copy faults on an
+//     older CPU. Compiler builtins and intrinsics (always inlined), calls to non-inline functions
+//     (compiled with the baseline flags elsewhere: memcpy, operator new) and constants used by
+//     value are fine.
 //   * No dynamic initialization: it would run ISA code at program start, before any check of
 //     the CPU. The table is constant-initialized (constinit).
 //   * This header is not included there (it has inline functions and templates); the module's
 //     table header (plain structs, function pointer types, extern tables) is.
-//   The isa_symbols test (tests/isa/check_isa_symbols.cmake) checks every such object with nm:
-//   one defined external data symbol, no weak one, no static initializer. A new ISA TU is
-//   declared to it with bitmix_isa_translation_units() in its module's CMakeLists.txt.
+//   The isa_symbols test (tests/isa/check_isa_symbols.cmake) checks every such object with nm,
+//   as built into the library and compiled again with -O0 (where nothing is inlined away): one
+//   defined external data symbol, no weak one, no static initializer. A new ISA TU is declared
+//   to it with bitmix_isa_translation_units() in its module's CMakeLists.txt.
 
 #include <atomic>
 #include <cstdint>

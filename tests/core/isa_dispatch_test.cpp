@@ -36,6 +36,13 @@ constinit IsaDispatch<FakeTable> g_fake{"test.fake", {
     {Isa::scalar, &kFakeScalar},
 }};
 
+// A table that needs a feature beyond its level, declared as a module would.
+constexpr FakeTable kFakeAvx512Vnni{Isa::avx512};
+constinit IsaDispatch<FakeTable> g_fake_extra{"test.extra", {
+    {Isa::avx512, &kFakeAvx512Vnni, IsaFeature::avx512vnni},
+    {Isa::scalar, &kFakeScalar},
+}};
+
 bool is_fake_table(const FakeTable* t) {
   return t == &kFakeScalar || t == &kFakeAvx2 || t == &kFakeAvx512 || t == &kFakeNeon;
 }
@@ -128,6 +135,18 @@ TEST(IsaDispatch, FollowsEveryCapLikeActiveIsa) {
     EXPECT_EQ(g_fake.active_variant().isa, isa);
     // The table data laid out under a cap belongs to is the one chosen under it.
     EXPECT_EQ(&g_fake.for_isa(isa), &g_fake.active());
+  }
+}
+
+TEST(IsaDispatch, ATableWithExtraFeaturesNeedsThemOnTheCpuAndUnderTheCap) {
+  const bool cpu_has_it = cpu_isa_features().contains(isa_level_features(Isa::avx512) | IsaFeature::avx512vnni);
+  {
+    ScopedNoCap no_cap;
+    EXPECT_EQ(&g_fake_extra.active(), cpu_has_it ? &kFakeAvx512Vnni : &kFakeScalar);
+  }
+  for (Isa isa : available_isas()) {
+    ScopedIsaCap cap(isa);  // no level includes VNNI yet, so every cap excludes the table
+    EXPECT_EQ(&g_fake_extra.active(), &kFakeScalar) << isa_name(isa);
   }
 }
 
