@@ -13,7 +13,7 @@ Json parse_metadata_text(std::string_view text, std::string_view source) {
   // src/core/strict_json.hpp is on the branch; this is the only parse of metadata text.
   try {
     return Json::parse(text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // syntax errors and numbers out of range
     throw FormatError(fmt::format("{}: the metadata is not valid JSON: {}", source, e.what()));
   }
 }
@@ -95,7 +95,7 @@ int64_t MetadataReader::integer(std::string_view key, int64_t min, int64_t max) 
   const Json& j = need(key, expected);
   if (j.is_number_unsigned()) {
     const auto v = j.get<uint64_t>();
-    if (v > static_cast<uint64_t>(max)) fail(child_path(key), expected, &j);
+    if (v > static_cast<uint64_t>(max) || (min > 0 && v < static_cast<uint64_t>(min))) fail(child_path(key), expected, &j);
     return static_cast<int64_t>(v);
   }
   if (!j.is_number_integer()) fail(child_path(key), expected, &j);
@@ -180,16 +180,20 @@ Json epoch_stats_to_json(const EpochStats& s) {
   return j;
 }
 
-EpochStats epoch_stats_from_json(const MetadataReader& r) {
+EpochStats epoch_stats_from_json(const MetadataReader& r, bool legacy) {
   EpochStats s;
+  auto number = [&](std::string_view key) {
+    return legacy ? r.value_or(key, 0.0, [&](std::string_view k) { return r.number(k); }) : r.number(key);
+  };
   s.epoch = static_cast<int>(r.integer("epoch", 1, std::numeric_limits<int>::max()));
   s.lr = r.real("lr");
   s.train_loss = r.number("train_loss");
   s.train_accuracy = r.number("train_accuracy");
-  s.extra_loss = r.value_or("extra_loss", 0.0, [&](std::string_view k) { return r.number(k); });
+  s.extra_loss = number("extra_loss");
   s.seconds = r.number("seconds");
-  s.images_per_second = r.value_or("images_per_second", 0.0, [&](std::string_view k) { return r.number(k); });
-  if (r.has("test_accuracy")) {
+  s.images_per_second = number("images_per_second");
+  // Epochs without a test set have neither test field.
+  if (r.has("test_accuracy") || r.has("test_loss")) {
     s.has_test = true;
     s.test_loss = r.number("test_loss");
     s.test_accuracy = r.number("test_accuracy");

@@ -69,7 +69,7 @@ Json run_metadata_json(const RunMetadata& metadata);
 // Field layouts shared by both readers. `legacy` lets fields that older writers lacked take their
 // defaults.
 Json epoch_stats_to_json(const EpochStats& stats);
-EpochStats epoch_stats_from_json(const MetadataReader& r);
+EpochStats epoch_stats_from_json(const MetadataReader& r, bool legacy);
 Json trainer_options_to_json(const TrainerOptions& options);
 TrainerOptions trainer_options_from_json(const MetadataReader& r, bool legacy);
 Json schedule_to_json(const LrScheduleOptions& schedule);

@@ -119,7 +119,7 @@ RunMetadata current_run_metadata(const MetadataReader& root) {
     s.options = detail::trainer_options_from_json(t.object("options"), /*legacy=*/false);
     for (const MetadataReader& g : t.objects("groups"))
       s.groups.push_back({g.string("name"), g.string("optimizer"), detail::schedule_from_json(g.object("schedule"))});
-    for (const MetadataReader& h : t.objects("history")) s.history.push_back(detail::epoch_stats_from_json(h));
+    for (const MetadataReader& h : t.objects("history")) s.history.push_back(detail::epoch_stats_from_json(h, /*legacy=*/false));
     m.training = std::move(s);
   }
   return m;

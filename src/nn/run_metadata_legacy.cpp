@@ -56,6 +56,12 @@ quant::BitConfig bit_config_file(const MetadataReader& root, const std::filesyst
 
 RunMetadata legacy_run_metadata(const MetadataReader& root, const std::filesystem::path& directory,
                                 const MetadataReadOptions& options) {
+  // A versioned document that lost its version must not be half-read as a legacy one.
+  for (const char* key : {"provenance", "data", "quantization", "training"})
+    if (root.has(key))
+      root.fail("metadata_version", fmt::format("{} (the document has the versioned layout's field '{}')",
+                                                kRunMetadataVersion, key),
+                nullptr);
   RunMetadata m;
   // The model object doubled as a bag of run facts (data, augment, quantization); {} when the
   // trainer was not told the architecture.
@@ -128,7 +134,7 @@ RunMetadata legacy_run_metadata(const MetadataReader& root, const std::filesyste
     t.groups.push_back(group("main"));
     for (auto it = groups.value().begin(); it != groups.value().end(); ++it)
       if (it.key() != "main") t.groups.push_back(group(it.key()));
-    for (const MetadataReader& h : root.objects("history")) t.history.push_back(epoch_stats_from_json(h));
+    for (const MetadataReader& h : root.objects("history")) t.history.push_back(epoch_stats_from_json(h, /*legacy=*/true));
     m.training = std::move(t);
   }
   return m;
