@@ -58,9 +58,9 @@ const Json& MetadataReader::need(std::string_view key, std::string_view expected
   return *it;
 }
 
-MetadataReader MetadataReader::object(std::string_view key) const {
-  const Json& j = need(key, "an object");
-  if (!j.is_object()) fail(child_path(key), "an object", &j);
+MetadataReader MetadataReader::object(std::string_view key, std::string_view expected) const {
+  const Json& j = need(key, expected);
+  if (!j.is_object()) fail(child_path(key), expected, &j);
   return MetadataReader(j, child_path(key), source_);
 }
 

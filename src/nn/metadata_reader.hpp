@@ -18,6 +18,11 @@ namespace bitmix::nn::detail {
 
 using Json = nlohmann::ordered_json;
 
+// What a missing or malformed "normalization" should have been.
+inline constexpr std::string_view kNormalizationExpected =
+    "an object with the per-channel \"mean\" and \"std\" of the inputs the model was trained on (required: "
+    "without them the model sees wrongly scaled inputs)";
+
 // The one parse of a metadata text: syntax errors name `source`.
 Json parse_metadata_text(std::string_view text, std::string_view source);
 
@@ -36,7 +41,7 @@ class MetadataReader {
   bool is_null(std::string_view key) const;  // present and null
   // The member, which must exist (FormatError "... is missing: expected <expected>").
   const Json& need(std::string_view key, std::string_view expected) const;
-  MetadataReader object(std::string_view key) const;
+  MetadataReader object(std::string_view key, std::string_view expected = "an object") const;
   std::vector<MetadataReader> objects(std::string_view key) const;  // an array of objects
 
   std::string string(std::string_view key) const;

@@ -103,7 +103,7 @@ RunMetadata current_run_metadata(const MetadataReader& root) {
   m.data.train_images = d.integer("train_images", 0);
   m.data.test_images = d.integer("test_images", 0);
 
-  m.normalization = detail::normalization_from_json(root.object("normalization"));
+  m.normalization = detail::normalization_from_json(root.object("normalization", detail::kNormalizationExpected));
 
   if (!root.is_null("quantization")) {
     const MetadataReader q = root.object("quantization");

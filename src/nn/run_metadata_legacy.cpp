@@ -92,7 +92,7 @@ RunMetadata legacy_run_metadata(const MetadataReader& root, const std::filesyste
     root.fail("dataset", "an object (or a \"model\" object giving the image shape)", nullptr);
   }
 
-  m.normalization = normalization_from_json(root.object("normalization"));
+  m.normalization = normalization_from_json(root.object("normalization", kNormalizationExpected));
 
   if (model_object && model_object->has("quantization")) {
     const MetadataReader q = model_object->object("quantization");
