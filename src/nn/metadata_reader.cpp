@@ -5,17 +5,14 @@
 #include <cmath>
 
 #include "bitmix/core/error.hpp"
+#include "core/strict_json.hpp"
 
 namespace bitmix::nn::detail {
 
 Json parse_metadata_text(std::string_view text, std::string_view source) {
-  // TODO(strict JSON): switch to bitmix::detail::parse_json_strict (duplicate keys, 1e400) when
-  // src/core/strict_json.hpp is on the branch; this is the only parse of metadata text.
-  try {
-    return Json::parse(text);
-  } catch (const Json::exception& e) {  // syntax errors and numbers out of range
-    throw FormatError(fmt::format("{}: the metadata is not valid JSON: {}", source, e.what()));
-  }
+  // Strict: a key written twice is an error (not the last one silently winning), and so is a
+  // number beyond a double.
+  return bitmix::detail::parse_json_strict<Json>(text, fmt::format("{} metadata", source));
 }
 
 namespace {

@@ -242,6 +242,10 @@ TEST(RunMetadata, RefusesDocumentsThatAreNotMetadata) {
     }
   }
   expect_format_error([] { parse("[1, 2]"); }, {"run.ckpt", "a JSON object"}, "an array");
+  // A key written twice is refused with its object's path, not read as the last value.
+  std::string twice = good;
+  twice.replace(twice.find("\"step\": 10"), 11, "\"step\": 10, \"step\": 11");
+  expect_format_error([&] { parse(twice); }, {"run.ckpt", "\"step\" appears twice", "/training"}, "duplicate key");
   ojson doc = ojson::parse(good);
   doc["metadata_version"] = 2;
   expect_format_error([&] { parse(doc.dump()); }, {"run.ckpt", "metadata_version 2", "version 1"}, "version 2");
