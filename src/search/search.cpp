@@ -380,10 +380,14 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
                   options.budget.describe(), fmt::join(options.candidates.w_bits, ","),
                   fmt::join(options.candidates.a_bits, ","));
   nn::Trainer trainer(model, *train_set, &data.test, train_options);
+  // Who wrote the checkpoints: the caller's provenance, or this process's when it gave none.
+  const nn::Provenance provenance =
+      run.provenance.producer.empty() ? nn::Provenance::current("search", {}, train_options.seed) : run.provenance;
   {
     // The supernet's own (resumable) checkpoint: the searched model, not a zoo model at any
     // BitConfig.
     nn::RunMetadata supernet = run;
+    supernet.provenance = provenance;
     supernet.provenance.producer = "search-supernet";
     supernet.provenance.notes = search_description;
     supernet.quantization.reset();
@@ -525,7 +529,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   // The fine-tuning checkpoint carries the BitConfig itself (bits.json is a copy for users).
   nn::RunMetadata chosen = trainer.run_metadata();
   chosen.training.reset();
-  chosen.provenance = run.provenance;
+  chosen.provenance = provenance;
   chosen.provenance.producer = "search";
   chosen.provenance.notes = search_description;
   chosen.quantization = nn::QuantizationRecipe{config.notes, config};

@@ -422,6 +422,35 @@ TEST(Trainer, CheckpointRebuildsTheModel) {
   EXPECT_EQ(loaded.spec.shortcut, ShortcutOption::B);
   ASSERT_EQ(loaded.metadata.normalization.mean.size(), 1u);
   EXPECT_EQ(loaded.metadata.normalization.mean[0], trainer.normalization().mean[0]);
+  // The rest of the run's description: the data, the producer and the training state.
+  EXPECT_EQ(loaded.metadata.data.name, "bands");
+  EXPECT_EQ(loaded.metadata.data.train_images, 64);
+  EXPECT_EQ(loaded.metadata.data.class_names, train.class_names);
+  EXPECT_EQ(loaded.metadata.provenance.producer, "train");
+  EXPECT_FALSE(loaded.metadata.quantization.has_value());
+  ASSERT_TRUE(loaded.metadata.training.has_value());
+  EXPECT_EQ(loaded.metadata.training->epoch, 1);
+  EXPECT_EQ(loaded.metadata.training->step, trainer.steps_done());
+  ASSERT_EQ(loaded.metadata.training->history.size(), 1u);
+  EXPECT_EQ(loaded.metadata.training->history[0].train_loss, trainer.history()[0].train_loss);
+  ASSERT_EQ(loaded.metadata.training->groups.size(), 1u);
+  EXPECT_EQ(loaded.metadata.training->groups[0].schedule.total_steps, trainer.main_schedule().options().total_steps);
+  // A checkpoint that is not a trainer's has nothing to resume: refused, naming the field.
+  Checkpoint plain = loaded.checkpoint;
+  RunMetadata described = loaded.metadata;
+  described.training.reset();
+  described.provenance.producer = "import";
+  set_run_metadata(plain, described);
+  save_checkpoint(dir / "plain.ckpt", plain);
+  auto other = make_model(spec);
+  Trainer resumed(*other, train, nullptr, o);
+  try {
+    resumed.resume(dir / "plain.ckpt");
+    FAIL() << "resumed a checkpoint without training state";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'training'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("plain.ckpt"), std::string::npos) << e.what();
+  }
   const auto a = model->named_parameters(), b = loaded.model->named_parameters();
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i)
