@@ -46,10 +46,10 @@ BITMIX=$bitmix SEED=$seed CONFIGS="$qat_bits" "$root/scripts/qat-table.sh" "$dat
 # 3. EBS at the BitOPs of uniform W3A3 (candidates 2-5 bits) and W2A2 (1-4 bits), fine-tuned exactly
 #    like the uniform runs
 #    (qat-table.sh's flags and its weight decay for that bitwidth).
-float_wd=$(python3 -c "import json; print(json.load(open('$float_dir/summary.json'))['options']['weight_decay'])")
+float_wd=$(python3 -c "import json; print(json.load(open('$float_dir/summary.json'))['training']['options']['weight_decay'])")
 augment=$(python3 - "$out/qat/w3a3/summary.json" <<'PY'
 import json, sys
-o = json.load(open(sys.argv[1]))["options"]
+o = json.load(open(sys.argv[1]))["training"]["options"]
 crop, flip = int(o.get("pad_crop", 0)), bool(o.get("horizontal_flip", False))
 name = {(True, True): "crop-flip", (True, False): "crop", (False, True): "flip", (False, False): "none"}[(crop > 0, flip)]
 print(f"--augment {name}" + (f" --pad-crop {crop}" if crop > 0 else ""))
@@ -99,7 +99,7 @@ print("| configuration | fake-quant acc. | integer acc. | top-1 agreement | GBit
 print("|---|---|---|---|---|---|")
 for run in runs:
     s, p = load(f"{run}/summary.json"), load(f"{run}/parity.json")
-    q = s["model"]["quantization"]
+    q = s["quantization"]
     name = run.replace("qat/", "uniform ").replace("ebs-b3/finetune", "EBS @ W3A3 BitOPs").replace("ebs-b2/finetune", "EBS @ W2A2 BitOPs")
     fq = p.get("compare", {}).get("fake_quant_accuracy", s["final"]["test_accuracy"])
     agree = p.get("compare", {}).get("top1_agreement", float("nan"))

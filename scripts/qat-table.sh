@@ -47,13 +47,17 @@ with open(sys.argv[1], "rb") as f:
     offset, size = struct.unpack_from("<QQ", header, 24)
     f.seek(offset)
     meta = json.loads(f.read(size))
-model, options = meta.get("model", {}), meta.get("options", {})
+# docs/training.md "Checkpoint metadata"; checkpoints without "metadata_version" have the earlier layout.
+versioned = "metadata_version" in meta
+model = meta.get("model") or {}
+options = (meta.get("training") or {}).get("options", {}) if versioned else meta.get("options", {})
+data_spec = meta.get("data", {}).get("spec", "?") if versioned else model.get("data", "?")
 model_flags = f"--model={model.get('arch', 'resnet20')},--shortcut={model.get('shortcut', 'A')},--width={model.get('width', 0)}"
 crop, flip = int(options.get("pad_crop", 0)), bool(options.get("horizontal_flip", False))
 augment = {(True, True): "crop-flip", (True, False): "crop", (False, True): "flip", (False, False): "none"}[(crop > 0, flip)]
 augment_flags = f"--augment={augment}" + (f",--pad-crop={crop}" if crop > 0 else "")
 augment_flags += f",--label-smoothing={options.get('label_smoothing', 0.0):g}"
-print(model_flags, augment_flags, f"{options.get('weight_decay', 5e-4):g}", model.get("data", "?"))
+print(model_flags, augment_flags, f"{options.get('weight_decay', 5e-4):g}", data_spec or "?")
 PY
 )
 IFS=, read -r -a model_args <<<"$model_flags"
@@ -110,7 +114,7 @@ float_acc = 100.0 * flt["test_accuracy"]
 rows = []
 for b in configs:
     summary = json.load(open(os.path.join(out, f"w{b}a{b}", "summary.json")))
-    q = summary["model"]["quantization"]
+    q = summary["quantization"]
     final = summary["final"]
     rows.append({
         "config": f"W{b}A{b}",

@@ -5,6 +5,8 @@
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/search/search.hpp"
 #include "cli.hpp"
 #include "model_options.hpp"
@@ -98,13 +100,17 @@ int run_search_command(int argc, char** argv) {
   data::DataSpec data_spec;
   const data::DatasetSplits splits = load_data(args, &data_spec);
   const nn::ModelSpec ms = model_spec(args, splits.train, seed);
-  std::string augment;
-  options.train = training_options(args, data_spec, seed, &augment);
+  options.train = training_options(args, data_spec, seed);
   options.strength_warmup_epochs =
       static_cast<float>(args.get_double("strength-warmup", 0.0, static_cast<double>(options.train.epochs)));
   options.model_name = ms.arch;
   std::unique_ptr<nn::Module> model = nn::make_model(ms);
-  if (const std::string init = args.get_string("init"); !init.empty()) {
+  const std::string init = args.get_string("init");
+  if (!init.empty()) {
+    // The search trains the weights further: on inputs normalized as they were trained on.
+    nn::MetadataReadOptions read_options;
+    read_options.resolve_bit_config_file = false;
+    options.train.normalization = nn::read_run_metadata(nn::load_checkpoint(init), init, read_options).normalization;
     load_initial_weights(*model, init, /*partial=*/false);
   } else {
     std::cerr << "note: no --init checkpoint; searching from randomly initialized weights\n";
@@ -117,7 +123,7 @@ int run_search_command(int argc, char** argv) {
                            num_threads(), isa_name(active_isa()));
 
   const search::SearchResult result =
-      search::run_search(*model, splits, options, model_metadata(ms, data_spec, augment));
+      search::run_search(*model, splits, options, run_metadata(ms, data_spec, "search", argc, argv, seed, init));
 
   // The summary table.
   std::cout << fmt::format("\n{:<22} {:>10} {:>8} {:>6} {:>6}\n", "layer", "MACs", "params", "W", "A");

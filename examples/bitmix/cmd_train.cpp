@@ -14,8 +14,10 @@
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/models.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/nn/trainer.hpp"
 #include "cli.hpp"
+#include "model_options.hpp"
 #include "train_quant.hpp"
 
 namespace bitmix::cli {
@@ -135,19 +137,18 @@ int run_train(int argc, char** argv) {
   o.seed = seed;
   o.out_dir = args.get_string("out");
   o.progress = !args.get_flag("no-progress");
-  nlohmann::json model_meta = nlohmann::json::parse(nn::model_spec_to_json(ms));
-  model_meta["data"] = spec.to_string();
-  model_meta["augment"] = augment;
-  if (qat.enabled) model_meta["quantization"] = nlohmann::json::parse(qat.metadata_json());
-  o.model_metadata = model_meta.dump();
 
   const std::string resume = args.get_string("resume"), init = args.get_string("init");
   if (!resume.empty() && !init.empty()) throw UsageError("--resume and --init exclude each other");
+  nn::RunMetadata run = run_metadata(ms, spec, "train", argc, argv, seed, !init.empty() ? init : resume);
+  if (qat.enabled) run.quantization = qat.recipe();
   if (!init.empty()) {
     const nn::Checkpoint init_checkpoint = nn::load_checkpoint(init);
     // Fine-tuning feeds the weights inputs normalized as they were trained on (not the
     // statistics of a --train-subset).
-    o.normalization = checkpoint_normalization(init_checkpoint, init);
+    nn::MetadataReadOptions read_options;
+    read_options.resolve_bit_config_file = false;  // the run's own flags give its bits
+    o.normalization = nn::read_run_metadata(init_checkpoint, init, read_options).normalization;
     if (qat.enabled) {
       init_quantized_model(qat, *model, init_checkpoint, init, args.get_flag("init-partial"));
     } else {
@@ -163,6 +164,7 @@ int run_train(int argc, char** argv) {
 
   std::filesystem::create_directories(o.out_dir);
   nn::Trainer trainer(*model, splits.train, &splits.test, o);
+  trainer.set_run_metadata(std::move(run));
   if (!resume.empty()) {
     trainer.resume(resume);
     std::cerr << fmt::format("resumed from {} at epoch {} (step {})\n", resume, trainer.epochs_done(),
@@ -184,7 +186,9 @@ int run_train(int argc, char** argv) {
     j["test_loss"] = r.loss;
     j["tta"] = tta;
     if (o.eval_shift > 0) j["tta_shift"] = o.eval_shift;
-    j["model"] = model_meta;
+    j["model"] = nlohmann::json::parse(nn::model_spec_to_json(ms));
+    j["augment"] = augment;
+    if (qat.enabled) j["quantization"] = {{"source", qat.source}, {"summary", qat.config.summary()}};
     write_file_atomic(o.out_dir / "eval.json", j.dump(2) + "\n");
     trainer.save_checkpoint(o.out_dir / "model.ckpt");  // e.g. a calibrated model for post-training deployment
     std::cout << fmt::format("eval: test acc {:.2f}% on {} images, loss {:.4f}; wrote {}\n", 100.0 * r.accuracy,

@@ -43,11 +43,23 @@ nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint
   return ms;
 }
 
-std::string model_metadata(const nn::ModelSpec& ms, const data::DataSpec& data, const std::string& augment) {
-  return fmt::format(
-      R"({{"arch": "{}", "in_channels": {}, "image_height": {}, "image_width": {}, "num_classes": {}, "shortcut": "{}", "width": {}, "zero_init_residual": {}, "data": "{}", "augment": "{}"}})",
-      ms.arch, ms.in_channels, ms.image_height, ms.image_width, ms.num_classes, nn::shortcut_name(ms.shortcut),
-      ms.width, ms.zero_init_residual, data.to_string(), augment);
+std::string command_line(int argc, char** argv) {
+  std::string line = "bitmix";
+  for (int i = 0; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_of(" \t\"'\\") == std::string_view::npos;
+    line += plain ? fmt::format(" {}", arg) : fmt::format(" '{}'", arg);
+  }
+  return line;
+}
+
+nn::RunMetadata run_metadata(const nn::ModelSpec& spec, const data::DataSpec& data, const std::string& producer,
+                             int argc, char** argv, uint64_t seed, const std::string& parent) {
+  nn::RunMetadata run;
+  run.model = spec;
+  run.data.spec = data.to_string();
+  run.provenance = nn::Provenance::current(producer, command_line(argc, argv), seed, parent);
+  return run;
 }
 
 void add_training_options(ArgParser& args, const TrainingDefaults& d) {

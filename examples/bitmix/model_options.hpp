@@ -7,6 +7,7 @@
 
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/nn/models.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/nn/trainer.hpp"
 #include "cli.hpp"
 
@@ -20,8 +21,12 @@ data::DatasetSplits load_data(const ArgParser& args, data::DataSpec* spec_out = 
 // --model, --shortcut, --width.
 void add_model_options(ArgParser& args);
 nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed);
-// The JSON object text `bitmix train` stores as the checkpoint's "model" metadata.
-std::string model_metadata(const nn::ModelSpec& spec, const data::DataSpec& data, const std::string& augment);
+// "bitmix <command> <args...>" (arguments with spaces or quotes quoted), for checkpoint provenance.
+std::string command_line(int argc, char** argv);
+// The run description a subcommand gives the checkpoints it writes: the model, the --data
+// string, the provenance (this command line, seed, the checkpoint it started from).
+nn::RunMetadata run_metadata(const nn::ModelSpec& spec, const data::DataSpec& data, const std::string& producer,
+                             int argc, char** argv, uint64_t seed, const std::string& parent);
 
 // --epochs, --batch, --lr, --wd, --momentum, --schedule, --warmup, --augment, --pad-crop,
 // --eval-batch, --no-progress, with defaults suited to the subcommand.

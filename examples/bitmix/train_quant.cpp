@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <iostream>
 #include <utility>
-#include <nlohmann/json.hpp>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/nn/quantization.hpp"
@@ -123,22 +122,6 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
   return setup;
 }
 
-std::string QuantizationSetup::metadata_json() const {
-  const quant::BitTotals& t = *config.totals;
-  nlohmann::ordered_json j;
-  j["source"] = source;
-  j["policy"] = config.policy.describe();
-  j["summary"] = config.summary();
-  j["macs"] = *t.macs;
-  j["bitops"] = *t.bitops;
-  j["weight_bits"] = *t.weight_bits;
-  j["weight_bytes"] = static_cast<double>(*t.weight_bits) / 8.0;
-  j["float_bitops"] = *t.macs * quant::kFloatBits * quant::kFloatBits;
-  j["float_weight_bytes"] = static_cast<double>(*t.params) * 4.0;
-  j["bit_config"] = nlohmann::ordered_json::parse(config.to_json());
-  return j.dump();
-}
-
 std::string QuantizationSetup::summary_line() const {
   const quant::BitTotals& t = *config.totals;
   const double float_bitops = static_cast<double>(*t.macs) * quant::kFloatBits * quant::kFloatBits;
@@ -160,20 +143,6 @@ void init_quantized_model(QuantizationSetup& setup, nn::Module& model, const nn:
                            r.to_initialize.size());
   if (!r.model.unexpected.empty()) std::cerr << fmt::format("; {} checkpoint entries ignored", r.model.unexpected.size());
   std::cerr << '\n';
-}
-
-data::Normalization checkpoint_normalization(const nn::Checkpoint& checkpoint, const std::string& source) {
-  data::Normalization n;
-  try {
-    const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
-    if (meta.contains("normalization")) {
-      n.mean = meta.at("normalization").at("mean").get<std::vector<float>>();
-      n.stddev = meta.at("normalization").at("std").get<std::vector<float>>();
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(fmt::format("{}: malformed normalization in the metadata ({})", source, e.what()));
-  }
-  return n;
 }
 
 void calibrate_if_asked(const ArgParser& args, QuantizationSetup& setup, nn::Module& model, const data::Dataset& train,

@@ -12,6 +12,7 @@
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/module.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/quant/bit_config.hpp"
 #include "cli.hpp"
 
@@ -25,9 +26,8 @@ struct QuantizationSetup {
   quant::BitConfig config;  // annotated with the model's MACs and weights, totals set
   std::vector<std::string> to_initialize;  // quantizers --init left to initialize from data
 
-  // {"source", "policy", "summary", "macs", "bitops", "weight_bits", "weight_bytes",
-  //  "float_bitops", "float_weight_bytes", "bit_config"} as JSON object text.
-  std::string metadata_json() const;
+  // What the checkpoints' metadata records (nn::RunMetadata::quantization).
+  nn::QuantizationRecipe recipe() const { return {source, config}; }
   // "bits: <summary>; 0.123 GBitOPs/image (float 41.5), weights 84.1 KiB (float 1.02 MiB)"
   std::string summary_line() const;
 };
@@ -41,9 +41,6 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
 // (see nn::load_quantized_model_state); prints what was loaded.
 void init_quantized_model(QuantizationSetup& setup, nn::Module& model, const nn::Checkpoint& checkpoint,
                           const std::string& source, bool allow_unexpected);
-
-// The input normalization stored in a trainer checkpoint's metadata (empty if absent).
-data::Normalization checkpoint_normalization(const nn::Checkpoint& checkpoint, const std::string& source);
 
 // --calibrate N: calibrates the quantizers that have no state yet on N shuffled, unaugmented
 // training batches. Prints what it did.

@@ -2,13 +2,12 @@
 // parity checks.
 #include <fmt/format.h>
 
-#include <nlohmann/json.hpp>
-
 #include "bitmix/core/error.hpp"
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/deploy/compiler.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/quantization.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 
 namespace bitmix::deploy {
 
@@ -25,32 +24,23 @@ QatModel load_qat_model(const std::filesystem::path& checkpoint_path, const std:
   out.source = checkpoint_path.string();
   const std::string& source = out.source;
   nn::Checkpoint checkpoint = nn::load_checkpoint(checkpoint_path);
-  const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object() || !meta.contains("model") || !meta.at("model").is_object())
-    throw FormatError(fmt::format("checkpoint {}: metadata has no \"model\" object (not written by bitmix train?)",
+  nn::MetadataReadOptions read_options;
+  read_options.resolve_bit_config_file = !bits;  // a BitConfig given by the caller replaces the recorded one
+  const nn::RunMetadata meta = nn::read_run_metadata(checkpoint, checkpoint_path, read_options);
+  if (!meta.model)
+    throw FormatError(fmt::format("checkpoint {}: metadata field 'model' is null: the checkpoint holds a model "
+                                  "outside the zoo, which cannot be rebuilt for compilation",
                                   source));
-  const nlohmann::json& model_meta = meta.at("model");
-  try {
-    out.spec = nn::model_spec_from_json(model_meta.dump());
-  } catch (const FormatError& e) {
-    throw FormatError(fmt::format("checkpoint {}: {}", source, e.what()));
-  }
-  try {
-    if (model_meta.contains("data")) out.data = model_meta.at("data").get<std::string>();
-    if (meta.contains("normalization")) {
-      out.mean = meta.at("normalization").at("mean").get<std::vector<float>>();
-      out.stddev = meta.at("normalization").at("std").get<std::vector<float>>();
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(fmt::format("checkpoint {}: malformed metadata ({})", source, e.what()));
-  }
+  out.spec = *meta.model;
+  out.data = meta.data.spec;
+  out.class_names = meta.data.class_names;
+  out.mean = meta.normalization.mean;
+  out.stddev = meta.normalization.stddev;
 
   if (bits) {
     out.config = quant::BitConfig::load(*bits);
-  } else if (model_meta.contains("quantization") && model_meta.at("quantization").is_object() &&
-             model_meta.at("quantization").contains("bit_config")) {
-    out.config = quant::BitConfig::parse(model_meta.at("quantization").at("bit_config").dump(),
-                                         fmt::format("{} (bit_config)", source));
+  } else if (meta.quantization) {
+    out.config = meta.quantization->bit_config;
   } else {
     throw ArgumentError(fmt::format("checkpoint {} is not quantized (no bit configuration in its metadata): give the "
                                     "BitConfig it was fine-tuned with (--bits bits.json)",
@@ -91,7 +81,7 @@ CompileOptions QatModel::compile_options() const {
   o.architecture = spec.arch;
   o.mean = mean;
   o.stddev = stddev;
-  o.class_names = class_names_for(data);
+  o.class_names = !class_names.empty() ? class_names : class_names_for(data);
   if (static_cast<int64_t>(o.class_names.size()) != spec.num_classes) o.class_names.clear();
   // "resnet20-w2a2" for uniform inner layers, "resnet20-mixed" otherwise.
   int w = -1, a = -1;

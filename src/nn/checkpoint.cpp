@@ -17,7 +17,6 @@
 #include <bit>
 #include <cstring>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "bitmix/core/error.hpp"
@@ -360,25 +359,14 @@ void load_optimizer_state(Optimizer& optimizer, const Checkpoint& checkpoint, st
 LoadedModel load_model_checkpoint(const std::filesystem::path& path, const LoadOptions& options) {
   LoadedModel out;
   out.checkpoint = load_checkpoint(path);
-  const std::string source = path.string();
-  const nlohmann::json meta = nlohmann::json::parse(out.checkpoint.metadata, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object() || !meta.contains("model"))
-    throw FormatError(fmt::format("checkpoint {}: metadata has no \"model\" object (not written by the trainer?)", source));
-  try {
-    out.spec = model_spec_from_json(meta.at("model").dump());
-  } catch (const FormatError& e) {
-    throw FormatError(fmt::format("checkpoint {}: {}", source, e.what()));
-  }
-  if (meta.contains("normalization")) {
-    try {
-      out.mean = meta.at("normalization").at("mean").get<std::vector<float>>();
-      out.stddev = meta.at("normalization").at("std").get<std::vector<float>>();
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(fmt::format("checkpoint {}: malformed normalization ({})", source, e.what()));
-    }
-  }
+  out.metadata = read_run_metadata(out.checkpoint, path);
+  if (!out.metadata.model)
+    throw FormatError(fmt::format("checkpoint {}: metadata field 'model' is null: the checkpoint holds a model outside "
+                                  "the zoo, which it cannot rebuild",
+                                  path.string()));
+  out.spec = *out.metadata.model;
   out.model = make_model(out.spec);
-  load_model_state(*out.model, out.checkpoint, options, source);
+  load_model_state(*out.model, out.checkpoint, options, path.string());
   return out;
 }
 

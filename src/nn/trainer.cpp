@@ -5,22 +5,19 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
-#include "bitmix/core/file_io.hpp"
 #include "bitmix/support/progress.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
-#include "bitmix/core/version.hpp"
+#include "bitmix/data/test_time.hpp"
 #include "bitmix/nn/functional.hpp"
+#include "weight_average.hpp"
 
 namespace bitmix::nn {
-
-using json = nlohmann::json;
 
 OptimizerKind parse_optimizer_kind(std::string_view text) {
   if (text == "sgd") return OptimizerKind::sgd;
@@ -40,76 +37,11 @@ std::string_view optimizer_kind_name(OptimizerKind kind) {
 
 namespace {
 
-json parse_object(const std::string& text, const char* what) {
-  json j = json::parse(text.empty() ? std::string("{}") : text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw ArgumentError(fmt::format("{}: expected a JSON object, got '{}'", what, text));
-  return j;
-}
-
-json stats_to_json(const EpochStats& s) {
-  json j = {{"epoch", s.epoch},
-            {"lr", s.lr},
-            {"train_loss", s.train_loss},
-            {"train_accuracy", s.train_accuracy},
-            {"extra_loss", s.extra_loss},
-            {"seconds", s.seconds},
-            {"images_per_second", s.images_per_second}};
-  if (s.has_test) {
-    j["test_loss"] = s.test_loss;
-    j["test_accuracy"] = s.test_accuracy;
-  }
-  return j;
-}
-
-EpochStats stats_from_json(const json& j) {
-  EpochStats s;
-  s.epoch = j.at("epoch").get<int>();
-  s.lr = j.at("lr").get<float>();
-  s.train_loss = j.at("train_loss").get<double>();
-  s.train_accuracy = j.at("train_accuracy").get<double>();
-  s.extra_loss = j.value("extra_loss", 0.0);
-  s.seconds = j.at("seconds").get<double>();
-  s.images_per_second = j.value("images_per_second", 0.0);
-  if (j.contains("test_accuracy")) {
-    s.has_test = true;
-    s.test_loss = j.at("test_loss").get<double>();
-    s.test_accuracy = j.at("test_accuracy").get<double>();
-  }
-  return s;
-}
-
 bool all_finite(Module& model) {
   for (const NamedParameter& p : model.named_parameters())
     for (float v : p.parameter->value.values())
       if (!std::isfinite(v)) return false;
   return true;
-}
-
-// Mirrors every row of an NCHW batch in place (the test-time flip).
-void mirror_horizontally(Tensor& images) {
-  const int64_t width = images.dim(-1);
-  float* data = images.data();
-  for (int64_t row = 0; row < images.numel(); row += width) std::reverse(data + row, data + row + width);
-}
-
-// out(y, x) = in(y + dy, x + dx) for an NCHW batch, with pad_value[c] outside the image: the
-// same translation the training crop makes with offset (dy, dx).
-void translate(const Tensor& in, int dy, int dx, const std::vector<float>& pad_value, Tensor& out) {
-  const int64_t N = in.dim(0), C = in.dim(1), H = in.dim(2), W = in.dim(3);
-  if (out.shape() != in.shape()) out = Tensor(in.shape());
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      const float pad = pad_value[static_cast<std::size_t>(c)];
-      const float* src = in.data() + (n * C + c) * H * W;
-      float* dst = out.data() + (n * C + c) * H * W;
-      for (int64_t y = 0; y < H; ++y) {
-        const int64_t sy = y + dy;
-        for (int64_t x = 0; x < W; ++x) {
-          const int64_t sx = x + dx;
-          dst[y * W + x] = (sy < 0 || sy >= H || sx < 0 || sx >= W) ? pad : src[sy * W + sx];
-        }
-      }
-    }
 }
 
 }  // namespace
@@ -129,7 +61,6 @@ Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Data
     throw ArgumentError(fmt::format("label smoothing {}: expected a value in [0, 1)", o.label_smoothing));
   if (!(o.warmup_epochs >= 0.0f) || o.warmup_epochs > static_cast<float>(o.epochs))
     throw ArgumentError(fmt::format("warm-up of {} epochs: expected 0 to {}", o.warmup_epochs, o.epochs));
-  parse_object(o.model_metadata, "model metadata");
   if (train_set.size() < 2) throw ArgumentError(fmt::format("{}: the training set has {} images", train_set.name, train_set.size()));
   // The model must accept the dataset's images and produce one logit per class.
   const Shape image{1, train_set.channels, train_set.height, train_set.width};
@@ -165,6 +96,7 @@ Trainer::Trainer(Module& model, const data::Dataset& train_set, const data::Data
   lo.normalization = normalization_;
   lo.seed = o.seed;
   train_loader_ = std::make_unique<data::BatchLoader>(train_set, lo);
+  run_.provenance = Provenance::current("train", {}, o.seed);
 }
 
 Trainer::~Trainer() = default;
@@ -231,52 +163,8 @@ void Trainer::build_optimizer() {
   init_average();
 }
 
-void Trainer::init_average() {
-  if (options_.ema_decay <= 0.0f || !averaged_.empty()) return;
-  for (const NamedParameter& p : model_.named_parameters())
-    averaged_.push_back({p.name, &p.parameter->value, p.parameter->value});
-  for (const NamedBuffer& b : model_.named_buffers()) {
-    const std::string_view name = b.name;
-    const std::string_view local = name.substr(name.rfind('.') == std::string_view::npos ? 0 : name.rfind('.') + 1);
-    if (local.starts_with("running_"))
-      averaged_.push_back({b.name, &b.buffer->value, b.buffer->value});
-  }
-}
-
-void Trainer::update_average() {
-  if (averaged_.empty()) return;
-  // step_ updates so far (1 after the first step).
-  const double t = static_cast<double>(step_);
-  const float d = static_cast<float>(std::min(double{options_.ema_decay}, (1.0 + t) / (10.0 + t)));
-  for (AveragedTensor& a : averaged_) {
-    float* avg = a.average.data();
-    const float* live = a.live->data();
-    for (int64_t i = 0; i < a.average.numel(); ++i) avg[i] = d * avg[i] + (1.0f - d) * live[i];
-  }
-}
-
-void Trainer::swap_average_into_model() {
-  // Element-wise, so every tensor keeps its storage (layers may hold pointers into it).
-  for (AveragedTensor& a : averaged_) std::swap_ranges(a.average.data(), a.average.data() + a.average.numel(), a.live->data());
-}
-
-namespace {
-// Puts the averaged weights into the model for the lifetime of the guard, and back afterwards
-// (also when evaluation throws).
-class AverageInModel {
- public:
-  explicit AverageInModel(std::function<void()> swap) : swap_(std::move(swap)) { swap_(); }
-  ~AverageInModel() { swap_(); }
-  AverageInModel(const AverageInModel&) = delete;
-  AverageInModel& operator=(const AverageInModel&) = delete;
-
- private:
-  std::function<void()> swap_;
-};
-}  // namespace
-
 EvalResult Trainer::evaluate(const data::Dataset& dataset) {
-  std::optional<AverageInModel> averaged_weights;
+  std::optional<detail::AverageInModel> averaged_weights;
   if (!averaged_.empty()) averaged_weights.emplace([this] { swap_average_into_model(); });
   data::LoaderOptions lo;
   lo.batch_size = options_.eval_batch_size;
@@ -288,35 +176,24 @@ EvalResult Trainer::evaluate(const data::Dataset& dataset) {
   double loss_sum = 0;
   int64_t correct = 0;
   data::Batch batch;
-  // Test-time views: translations (dy, dx), each also mirrored with eval_flip.
-  std::vector<std::pair<int, int>> shifts{{0, 0}};
-  if (options_.eval_shift > 0) {
-    shifts.emplace_back(options_.eval_shift, options_.eval_shift);
-    shifts.emplace_back(-options_.eval_shift, -options_.eval_shift);
-  }
-  const int mirrors = options_.eval_flip ? 2 : 1;
-  const float view_weight = 1.0f / static_cast<float>(shifts.size() * static_cast<std::size_t>(mirrors));
-  std::vector<float> pad_value;  // pixel value 0 after normalization, per channel
-  for (std::size_t c = 0; c < normalization_.mean.size(); ++c)
-    pad_value.push_back(-normalization_.mean[c] / normalization_.stddev[c]);
+  const std::vector<data::TestTimeView> views = data::test_time_views(options_.eval_shift, options_.eval_flip);
+  const float view_weight = 1.0f / static_cast<float>(views.size());
+  const std::vector<float> pad_value = data::normalized_zero(normalization_);
   Tensor view, mean_logits;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     loader.fill_batch(b, batch);
     const Tensor* logits = nullptr;
-    if (shifts.size() == 1 && mirrors == 1) {
+    if (views.size() == 1) {
       logits = &model_.forward(batch.images);
     } else {
-      for (std::size_t s = 0; s < shifts.size(); ++s) {
-        translate(batch.images, shifts[s].first, shifts[s].second, pad_value, view);
-        for (int m = 0; m < mirrors; ++m) {
-          if (m == 1) mirror_horizontally(view);
-          // forward() returns a reference into the model, overwritten by the next call: accumulate.
-          const Tensor& out = model_.forward(view);
-          if (s == 0 && m == 0) mean_logits = Tensor(out.shape());
-          float* mean = mean_logits.data();
-          const float* v = out.data();
-          for (int64_t i = 0; i < mean_logits.numel(); ++i) mean[i] += view_weight * v[i];
-        }
+      for (std::size_t v = 0; v < views.size(); ++v) {
+        data::make_test_time_view(batch.images, views[v], pad_value, view);
+        // forward() returns a reference into the model, overwritten by the next call: accumulate.
+        const Tensor& out = model_.forward(view);
+        if (v == 0) mean_logits = Tensor(out.shape());
+        float* mean = mean_logits.data();
+        const float* x = out.data();
+        for (int64_t i = 0; i < mean_logits.numel(); ++i) mean[i] += view_weight * x[i];
       }
       logits = &mean_logits;
     }
@@ -431,178 +308,6 @@ const std::vector<EpochStats>& Trainer::fit(int until_epoch) {
     write_outputs(epoch_ == options_.epochs);
   }
   return history_;
-}
-
-std::string Trainer::metadata_json() const {
-  const TrainerOptions& o = options_;
-  json opts = {{"epochs", o.epochs},
-               {"batch_size", o.batch_size},
-               {"optimizer", optimizer_kind_name(o.optimizer)},
-               {"lr", o.lr},
-               {"weight_decay", o.weight_decay},
-               {"decay_all", o.decay_all},
-               {"momentum", o.momentum},
-               {"nesterov", o.nesterov},
-               {"beta1", o.beta1},
-               {"beta2", o.beta2},
-               {"schedule", schedule_kind_name(o.schedule)},
-               {"warmup_epochs", o.warmup_epochs},
-               {"min_lr", o.min_lr},
-               {"milestones", o.milestones},
-               {"gamma", o.gamma},
-               {"label_smoothing", o.label_smoothing},
-               {"ema_decay", o.ema_decay},
-               {"pad_crop", o.augmentation.pad_crop},
-               {"horizontal_flip", o.augmentation.horizontal_flip},
-               {"alternate_flip", o.augmentation.alternate_flip},
-               {"eval_flip", o.eval_flip},
-               {"eval_shift", o.eval_shift},
-               {"seed", o.seed}};
-  json groups = json::object();
-  groups["main"] = {{"optimizer", parse_object(optimizer_->describe(), "optimizer")},
-                    {"schedule", parse_object(schedule_.describe(), "schedule")}};
-  for (const ParameterGroup& g : groups_)
-    groups[g.name] = {{"optimizer", parse_object(g.optimizer->describe(), "optimizer")},
-                      {"schedule", parse_object(g.schedule.describe(), "schedule")}};
-  json history = json::array();
-  for (const EpochStats& s : history_) history.push_back(stats_to_json(s));
-  json meta = {{"format", "bitmix checkpoint"},
-               {"bitmix_version", std::string(version())},
-               {"epoch", epoch_},
-               {"step", step_},
-               {"threads", num_threads()},
-               {"isa", std::string(isa_name(active_isa()))},
-               {"train_seconds", train_seconds_},
-               {"dataset", {{"name", train_set_.name},
-                            {"channels", train_set_.channels},
-                            {"height", train_set_.height},
-                            {"width", train_set_.width},
-                            {"classes", train_set_.num_classes()},
-                            {"train_images", train_set_.size()},
-                            {"test_images", test_set_ != nullptr ? test_set_->size() : 0}}},
-               {"normalization", {{"mean", normalization_.mean}, {"std", normalization_.stddev}}},
-               {"model", parse_object(o.model_metadata, "model metadata")},
-               {"options", opts},
-               {"groups", groups},
-               {"history", history}};
-  return meta.dump(2);
-}
-
-void Trainer::save_checkpoint(const std::filesystem::path& path) {
-  build_optimizer();
-  Checkpoint ck;
-  ck.metadata = metadata_json();
-  if (averaged_.empty()) {
-    add_model_state(ck, model_);
-  } else {
-    // The model entries hold what evaluate() measured (the averages); the trained weights go
-    // beside them for resuming.
-    {
-      AverageInModel averaged_weights([this] { swap_average_into_model(); });
-      add_model_state(ck, model_);
-    }
-    for (const AveragedTensor& a : averaged_) ck.add(CheckpointTensorKind::extra, "live/" + a.name, *a.live);
-  }
-  add_optimizer_state(ck, *optimizer_, "main");
-  for (ParameterGroup& g : groups_) add_optimizer_state(ck, *g.optimizer, g.name);
-  nn::save_checkpoint(path, ck);
-}
-
-void Trainer::resume(const std::filesystem::path& path) {
-  build_optimizer();
-  const Checkpoint ck = load_checkpoint(path);
-  json meta = json::parse(ck.metadata, nullptr, false);
-  const std::string source = path.string();
-  if (meta.is_discarded() || !meta.is_object() || !meta.contains("epoch") || !meta.contains("step") ||
-      !meta.contains("history") || !meta.contains("options"))
-    throw FormatError(fmt::format("checkpoint {}: metadata is not a trainer checkpoint's (missing epoch, step, "
-                                  "history or options)",
-                                  source));
-  try {
-    const json& o = meta.at("options");
-    if (o.at("seed").get<uint64_t>() != options_.seed || o.at("batch_size").get<int64_t>() != options_.batch_size)
-      throw ArgumentError(fmt::format("checkpoint {} was trained with seed {} and batch size {}; resuming with seed {} "
-                                      "and batch size {} would not continue the same run",
-                                      source, o.at("seed").get<uint64_t>(), o.at("batch_size").get<int64_t>(),
-                                      options_.seed, options_.batch_size));
-    if (meta.contains("dataset")) {
-      const json& d = meta.at("dataset");
-      if (d.at("name").get<std::string>() != train_set_.name || d.at("train_images").get<int64_t>() != train_set_.size())
-        throw ArgumentError(fmt::format("checkpoint {} was trained on {} ({} images); resuming on {} ({} images) would "
-                                        "not continue the same run",
-                                        source, d.at("name").get<std::string>(), d.at("train_images").get<int64_t>(),
-                                        train_set_.name, train_set_.size()));
-    }
-    const float ema_decay = o.value("ema_decay", 0.0f);
-    if (ema_decay != options_.ema_decay)
-      throw ArgumentError(fmt::format("checkpoint {} was trained with weight-average decay {}; resuming with {} would "
-                                      "not continue the same run",
-                                      source, ema_decay, options_.ema_decay));
-    const int epoch = meta.at("epoch").get<int>();
-    if (epoch < 0 || epoch > options_.epochs)
-      throw ArgumentError(fmt::format("checkpoint {} is at epoch {}, beyond the {} epochs of this run", source, epoch,
-                                      options_.epochs));
-    // With averaging, every averaged tensor needs its trained value: check them all before
-    // changing anything.
-    std::vector<const Tensor*> live_values;
-    for (const AveragedTensor& a : averaged_) {
-      const CheckpointEntry* e = ck.find(CheckpointTensorKind::extra, "live/" + a.name);
-      if (e == nullptr)
-        throw FormatError(fmt::format("checkpoint {}: no trained value 'live/{}' beside the weight average", source, a.name));
-      if (e->value.shape() != a.live->shape())
-        throw FormatError(fmt::format("checkpoint {}: 'live/{}' has shape {}, the model expects {}", source, a.name,
-                                      shape_to_string(e->value.shape()), shape_to_string(a.live->shape())));
-      live_values.push_back(&e->value);
-    }
-    load_model_state(model_, ck, {}, source);
-    for (std::size_t i = 0; i < averaged_.size(); ++i) {
-      AveragedTensor& a = averaged_[i];
-      std::copy(a.live->data(), a.live->data() + a.live->numel(), a.average.data());
-      std::copy(live_values[i]->data(), live_values[i]->data() + live_values[i]->numel(), a.live->data());
-    }
-    load_optimizer_state(*optimizer_, ck, "main", source);
-    for (ParameterGroup& g : groups_) load_optimizer_state(*g.optimizer, ck, g.name, source);
-    history_.clear();
-    for (const json& h : meta.at("history")) history_.push_back(stats_from_json(h));
-    epoch_ = epoch;
-    step_ = meta.at("step").get<int64_t>();
-    train_seconds_ = meta.value("train_seconds", 0.0);
-  } catch (const json::exception& e) {
-    throw FormatError(fmt::format("checkpoint {}: malformed metadata: {}", source, e.what()));
-  }
-}
-
-void Trainer::write_outputs(bool finished) {
-  if (options_.out_dir.empty()) return;
-  const std::filesystem::path& dir = options_.out_dir;
-  // Checkpoint first: log.csv and summary.json never describe an epoch the checkpoint lacks.
-  save_checkpoint(dir / "model.ckpt");
-  std::string csv = "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds\n";
-  for (const EpochStats& s : history_)
-    csv += fmt::format("{},{:.6g},{:.6f},{:.6f},{},{},{:.3f}\n", s.epoch, s.lr, s.train_loss, s.train_accuracy,
-                       s.has_test ? fmt::format("{:.6f}", s.test_loss) : std::string(),
-                       s.has_test ? fmt::format("{:.6f}", s.test_accuracy) : std::string(), s.seconds);
-  write_file_atomic(dir / "log.csv", csv);
-  json summary = json::parse(metadata_json());
-  summary.erase("format");
-  summary["finished"] = finished;
-  summary["checkpoint"] = (dir / "model.ckpt").string();
-  if (!history_.empty()) {
-    const EpochStats& last = history_.back();
-    summary["final"] = stats_to_json(last);
-    double best = -1;
-    int best_epoch = 0;
-    for (const EpochStats& s : history_)
-      if (s.has_test && s.test_accuracy > best) {
-        best = s.test_accuracy;
-        best_epoch = s.epoch;
-      }
-    if (best >= 0) summary["best_test"] = {{"epoch", best_epoch}, {"test_accuracy", best}};
-    double images = 0;
-    for (const EpochStats& s : history_) images += s.images_per_second * s.seconds;
-    summary["train_images_per_second"] = train_seconds_ > 0 ? images / train_seconds_ : 0.0;
-  }
-  write_file_atomic(dir / "summary.json", summary.dump(2) + "\n");
 }
 
 }  // namespace bitmix::nn

@@ -176,9 +176,9 @@ std::string strip_candidate(const std::string& local_name) {
 // The fine-tuning checkpoint: the meta weights (for DNAS layers, the chosen weight copy),
 // BatchNorm state, and the chosen candidates' quantizer state under the names a QAT model uses.
 nn::Checkpoint finetune_checkpoint(nn::Module& model, const std::vector<SearchedLayer>& layers,
-                                   const quant::BitConfig& config, const std::string& metadata) {
+                                   const quant::BitConfig& config, const nn::RunMetadata& metadata) {
   nn::Checkpoint ck;
-  ck.metadata = metadata;
+  nn::set_run_metadata(ck, metadata);
   auto searched = [](const std::string& name) {
     return name.find(".weight_transform.") != std::string::npos || name.find(".input_transform.") != std::string::npos ||
            name.find(".override.") != std::string::npos;
@@ -318,7 +318,7 @@ std::vector<LayerProbabilities> layer_probabilities(const std::vector<SearchedLa
 }
 
 SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& options,
-                        const std::string& model_metadata) {
+                        const nn::RunMetadata& run) {
   if (options.method == SearchMethod::dnas && options.gumbel)
     throw ArgumentError("--gumbel applies to --method ebs only (the DNAS baseline uses a plain softmax)");
   if (options.out_dir.empty()) throw ArgumentError("the search needs an output directory (--out)");
@@ -375,12 +375,24 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   nn::TrainerOptions train_options = options.train;
   train_options.out_dir = options.out_dir / "supernet";
   fs::create_directories(train_options.out_dir);
-  const std::string supernet_metadata = fmt::format(
-      R"({{"model": {}, "search": {{"method": "{}", "budget": "{}", "w_candidates": [{}], "a_candidates": [{}]}}}})",
-      model_metadata, search_method_name(options.method), options.budget.describe(),
-      fmt::join(options.candidates.w_bits, ","), fmt::join(options.candidates.a_bits, ","));
-  train_options.model_metadata = model_metadata;
+  const std::string search_description =
+      fmt::format("{} search, budget {}, candidates W{{{}}} A{{{}}}", search_method_name(options.method),
+                  options.budget.describe(), fmt::join(options.candidates.w_bits, ","),
+                  fmt::join(options.candidates.a_bits, ","));
   nn::Trainer trainer(model, *train_set, &data.test, train_options);
+  // Who wrote the checkpoints: the caller's provenance, or this process's when it gave none.
+  const nn::Provenance provenance =
+      run.provenance.producer.empty() ? nn::Provenance::current("search", {}, train_options.seed) : run.provenance;
+  {
+    // The supernet's own (resumable) checkpoint: the searched model, not a zoo model at any
+    // BitConfig.
+    nn::RunMetadata supernet = run;
+    supernet.provenance = provenance;
+    supernet.provenance.producer = "search-supernet";
+    supernet.provenance.notes = search_description;
+    supernet.quantization.reset();
+    trainer.set_run_metadata(std::move(supernet));
+  }
 
   // Strengths: their own Adam group at a constant rate.
   std::vector<NamedParameter> strengths;
@@ -514,12 +526,14 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
                              100.0 * result.selection.cost / budget.value, train_options.epochs, train_options.seed);
   config.save(options.out_dir / "bits.json");
 
-  json metadata = json::parse(model_metadata.empty() ? "{}" : model_metadata, nullptr, false);
-  json ck_meta = {{"model", metadata.is_discarded() ? json::object() : metadata},
-                  {"normalization", {{"mean", trainer.normalization().mean}, {"std", trainer.normalization().stddev}}},
-                  {"search", json::parse(supernet_metadata)["search"]},
-                  {"bit_config", "bits.json"}};
-  nn::save_checkpoint(options.out_dir / "model.ckpt", finetune_checkpoint(model, layers, config, ck_meta.dump()));
+  // The fine-tuning checkpoint carries the BitConfig itself (bits.json is a copy for users).
+  nn::RunMetadata chosen = trainer.run_metadata();
+  chosen.training.reset();
+  chosen.provenance = provenance;
+  chosen.provenance.producer = "search";
+  chosen.provenance.notes = search_description;
+  chosen.quantization = nn::QuantizationRecipe{config.notes, config};
+  nn::save_checkpoint(options.out_dir / "model.ckpt", finetune_checkpoint(model, layers, config, chosen));
   write_file_atomic(options.out_dir / "bits.svg",
                     bits_svg(config, fmt::format("{}: bits per layer ({} budget {})", options.model_name,
                                                  search_method_name(options.method), options.budget.describe())));

@@ -60,8 +60,8 @@ TEST(Trainer, LearnsASimpleTaskAndWritesOutputs) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);
   const auto summary = nlohmann::json::parse(read_file_text(dir / "summary.json"));
   EXPECT_TRUE(summary.at("finished").get<bool>());
-  EXPECT_EQ(summary.at("epoch").get<int>(), 4);
-  EXPECT_EQ(summary.at("dataset").at("name").get<std::string>(), "bands");
+  EXPECT_EQ(summary.at("training").at("epoch").get<int>(), 4);
+  EXPECT_EQ(summary.at("data").at("name").get<std::string>(), "bands");
   EXPECT_EQ(summary.at("normalization").at("mean").size(), 1u);
   const Checkpoint ck = load_checkpoint(dir / "model.ckpt");
   EXPECT_NE(ck.find(CheckpointTensorKind::parameter, "layer1.0.conv1.weight"), nullptr);
@@ -351,8 +351,9 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
     EXPECT_NE(what.find("epoch 2"), std::string::npos) << what;
     EXPECT_NE(what.find("last good checkpoint"), std::string::npos) << what;
   }
-  const auto meta = nlohmann::json::parse(load_checkpoint(dir / "model.ckpt").metadata);
-  EXPECT_EQ(meta.at("epoch").get<int>(), 1);
+  const RunMetadata meta = read_run_metadata(load_checkpoint(dir / "model.ckpt"), dir / "model.ckpt");
+  ASSERT_TRUE(meta.training.has_value());
+  EXPECT_EQ(meta.training->epoch, 1);
   std::filesystem::remove_all(dir);
 }
 
@@ -411,14 +412,45 @@ TEST(Trainer, CheckpointRebuildsTheModel) {
   auto model = make_model(spec);
   TrainerOptions o = small_options(dir);
   o.epochs = 1;
-  o.model_metadata = model_spec_to_json(spec);
   Trainer trainer(*model, train, nullptr, o);
+  RunMetadata run;
+  run.model = spec;
+  trainer.set_run_metadata(run);
   trainer.fit();
   const LoadedModel loaded = load_model_checkpoint(dir / "model.ckpt");
   EXPECT_EQ(loaded.spec.arch, "resnet8");
   EXPECT_EQ(loaded.spec.shortcut, ShortcutOption::B);
-  ASSERT_EQ(loaded.mean.size(), 1u);
-  EXPECT_FLOAT_EQ(loaded.mean[0], trainer.normalization().mean[0]);
+  ASSERT_EQ(loaded.metadata.normalization.mean.size(), 1u);
+  EXPECT_EQ(loaded.metadata.normalization.mean[0], trainer.normalization().mean[0]);
+  // The rest of the run's description: the data, the producer and the training state.
+  EXPECT_EQ(loaded.metadata.data.name, "bands");
+  EXPECT_EQ(loaded.metadata.data.train_images, 64);
+  EXPECT_EQ(loaded.metadata.data.class_names, train.class_names);
+  EXPECT_EQ(loaded.metadata.provenance.producer, "train");
+  EXPECT_FALSE(loaded.metadata.quantization.has_value());
+  ASSERT_TRUE(loaded.metadata.training.has_value());
+  EXPECT_EQ(loaded.metadata.training->epoch, 1);
+  EXPECT_EQ(loaded.metadata.training->step, trainer.steps_done());
+  ASSERT_EQ(loaded.metadata.training->history.size(), 1u);
+  EXPECT_EQ(loaded.metadata.training->history[0].train_loss, trainer.history()[0].train_loss);
+  ASSERT_EQ(loaded.metadata.training->groups.size(), 1u);
+  EXPECT_EQ(loaded.metadata.training->groups[0].schedule.total_steps, trainer.main_schedule().options().total_steps);
+  // A checkpoint that is not a trainer's has nothing to resume: refused, naming the field.
+  Checkpoint plain = loaded.checkpoint;
+  RunMetadata described = loaded.metadata;
+  described.training.reset();
+  described.provenance.producer = "import";
+  set_run_metadata(plain, described);
+  save_checkpoint(dir / "plain.ckpt", plain);
+  auto other = make_model(spec);
+  Trainer resumed(*other, train, nullptr, o);
+  try {
+    resumed.resume(dir / "plain.ckpt");
+    FAIL() << "resumed a checkpoint without training state";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'training'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("plain.ckpt"), std::string::npos) << e.what();
+  }
   const auto a = model->named_parameters(), b = loaded.model->named_parameters();
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i)

@@ -50,7 +50,7 @@ class SearchRun : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<nn::Module> model() const {
+  static nn::ModelSpec model_spec() {
     nn::ModelSpec spec;
     spec.arch = "resnet20";
     spec.in_channels = 1;
@@ -58,8 +58,9 @@ class SearchRun : public ::testing::Test {
     spec.num_classes = 4;
     spec.width = 4;
     spec.seed = 3;
-    return nn::make_model(spec);
+    return spec;
   }
+  std::unique_ptr<nn::Module> model() const { return nn::make_model(model_spec()); }
 
   SearchOptions options(double avg_bits, const std::string& name) const {
     SearchOptions o;
@@ -88,8 +89,8 @@ double mean_searched_bits(const quant::BitConfig& config) {
 
 TEST_F(SearchRun, TightBudgetSelectsFewerBitsAndEveryBudgetIsMet) {
   auto tight_model = model(), loose_model = model();
-  const SearchResult tight = run_search(*tight_model, data_, options(2.5, "tight"), "{}");
-  const SearchResult loose = run_search(*loose_model, data_, options(4.5, "loose"), "{}");
+  const SearchResult tight = run_search(*tight_model, data_, options(2.5, "tight"), nn::RunMetadata{});
+  const SearchResult loose = run_search(*loose_model, data_, options(4.5, "loose"), nn::RunMetadata{});
   for (const SearchResult* r : {&tight, &loose}) {
     EXPECT_LE(r->selection.cost, r->budget.value);
     EXPECT_GE(r->selection.cost, 0.95 * r->budget.value);  // the fill step lands on the budget
@@ -111,7 +112,11 @@ TEST_F(SearchRun, WritesArtifactsThePipelineReads) {
   auto m = model();
   SearchOptions o = options(3.0, "run");
   o.train.epochs = 1;
-  const SearchResult result = run_search(*m, data_, o, R"({"arch": "resnet20"})");
+  nn::RunMetadata run;
+  run.model = model_spec();
+  run.data.spec = "quadrants";
+  run.provenance = nn::Provenance::current("search", "bitmix search --test", 5);
+  const SearchResult result = run_search(*m, data_, o, run);
   const fs::path out = o.out_dir;
   for (const char* file : {"bits.json", "model.ckpt", "strengths.csv", "bits.svg", "strengths.svg", "summary.json",
                            "supernet/log.csv", "supernet/model.ckpt"})
@@ -136,6 +141,26 @@ TEST_F(SearchRun, WritesArtifactsThePipelineReads) {
     EXPECT_EQ(e.name.find("strength"), std::string::npos) << e.name;
     EXPECT_EQ(e.name.find(".b2."), std::string::npos) << e.name;
   }
+  // Its metadata carries the BitConfig itself (not a file name), the model, the supernet's
+  // normalization and the provenance; the supernet's checkpoint carries no BitConfig.
+  const nn::RunMetadata meta = nn::read_run_metadata(ck, out / "model.ckpt");
+  ASSERT_TRUE(meta.quantization.has_value());
+  EXPECT_EQ(meta.quantization->bit_config.to_json(), config.to_json());
+  ASSERT_TRUE(meta.model.has_value());
+  EXPECT_EQ(nn::model_spec_to_json(*meta.model), nn::model_spec_to_json(model_spec()));
+  EXPECT_EQ(meta.data.spec, "quadrants");
+  EXPECT_EQ(meta.data.class_names, data_.train.class_names);
+  EXPECT_EQ(meta.normalization.mean.size(), 1u);
+  EXPECT_EQ(meta.provenance.producer, "search");
+  EXPECT_EQ(meta.provenance.command_line, "bitmix search --test");
+  EXPECT_FALSE(meta.training.has_value());
+  const nn::RunMetadata supernet = nn::read_run_metadata(nn::load_checkpoint(out / "supernet/model.ckpt"),
+                                                         out / "supernet/model.ckpt");
+  EXPECT_EQ(supernet.provenance.producer, "search-supernet");
+  EXPECT_FALSE(supernet.quantization.has_value());
+  ASSERT_TRUE(supernet.training.has_value());
+  EXPECT_EQ(supernet.training->epoch, 1);
+  EXPECT_EQ(supernet.normalization.mean, meta.normalization.mean);
   // The exported step is the one of the selected candidate.
   const int w_bits = config.at("layer1.0.conv1").w_bits;
   auto* conv = dynamic_cast<nn::Conv2d*>(m->find("layer1.0.conv1"));
@@ -160,12 +185,12 @@ TEST_F(SearchRun, BilevelAndGumbelRun) {
   bilevel.train.epochs = 1;
   bilevel.bilevel = true;
   bilevel.holdout_fraction = 0.25;
-  const SearchResult a = run_search(*m1, data_, bilevel, "{}");
+  const SearchResult a = run_search(*m1, data_, bilevel, nn::RunMetadata{});
   EXPECT_LE(a.selection.cost, a.budget.value);
   SearchOptions gumbel = options(3.0, "gumbel");
   gumbel.train.epochs = 1;
   gumbel.gumbel = true;
-  const SearchResult b = run_search(*m2, data_, gumbel, "{}");
+  const SearchResult b = run_search(*m2, data_, gumbel, nn::RunMetadata{});
   EXPECT_LE(b.selection.cost, b.budget.value);
 }
 
@@ -175,7 +200,7 @@ TEST_F(SearchRun, DnasBaselineSearchesAndExportsTheChosenWeightCopy) {
   o.method = SearchMethod::dnas;
   o.candidates = {{2, 4}, {2, 4}};
   o.train.epochs = 1;
-  const SearchResult r = run_search(*m, data_, o, "{}");
+  const SearchResult r = run_search(*m, data_, o, nn::RunMetadata{});
   EXPECT_LE(r.selection.cost, r.budget.value);
   auto& conv = dynamic_cast<nn::Conv2d&>(*m->find("layer2.0.conv2"));
   auto& dnas = dynamic_cast<DnasConvolution&>(*conv.compute_override());
@@ -213,7 +238,7 @@ TEST_F(SearchRun, LatencyBudgetFromATableFile) {
   o.train.epochs = 1;
   o.budget = {Budget::Kind::latency_ms, budget_ms};
   o.latency_table = dir_ / "latency.json";
-  const SearchResult r = run_search(*m, data_, o, "{}");
+  const SearchResult r = run_search(*m, data_, o, nn::RunMetadata{});
   EXPECT_EQ(r.budget.kind, CostKind::latency);
   EXPECT_LE(r.selection.cost, budget_ms);
 }
@@ -222,7 +247,7 @@ TEST_F(SearchRun, ImpossibleBudgetFailsBeforeTraining) {
   auto m = model();
   SearchOptions o = options(1.0, "impossible");  // below W2A2, the cheapest candidates
   try {
-    run_search(*m, data_, o, "{}");
+    run_search(*m, data_, o, nn::RunMetadata{});
     FAIL();
   } catch (const ArgumentError& e) {
     EXPECT_NE(std::string(e.what()).find("cheapest"), std::string::npos) << e.what();
@@ -230,7 +255,7 @@ TEST_F(SearchRun, ImpossibleBudgetFailsBeforeTraining) {
   EXPECT_FALSE(fs::exists(o.out_dir / "supernet" / "model.ckpt"));
   SearchOptions latency = options(3.0, "latency");
   latency.budget = {Budget::Kind::latency_ms, 1.0};
-  EXPECT_THROW(run_search(*model(), data_, latency, "{}"), ArgumentError);
+  EXPECT_THROW(run_search(*model(), data_, latency, nn::RunMetadata{}), ArgumentError);
 }
 
 }  // namespace

@@ -58,15 +58,17 @@ struct CompileReport {
 runtime::Model compile(nn::Module& model, const Shape& image_shape, const CompileOptions& options,
                        CompileReport* report = nullptr);
 
-// A QAT model rebuilt from a trainer checkpoint: the architecture from its metadata, the
-// BitConfig (the given file, or the one a quantized `bitmix train` stored in the checkpoint),
-// the weights, BatchNorm statistics and quantizer state. In evaluation mode.
+// A QAT model rebuilt from a checkpoint: the architecture, normalization and class names from its
+// metadata (nn::read_run_metadata), the BitConfig (the given file, or the one the checkpoint's
+// metadata holds: a quantized `bitmix train`, the search), the weights, BatchNorm statistics and
+// quantizer state. In evaluation mode.
 struct QatModel {
   nn::ModelSpec spec;
   std::unique_ptr<nn::Module> model;
   quant::BitConfig config;
-  std::vector<float> mean, stddev;  // normalization from the checkpoint (may be empty)
-  std::string data;                 // the "data" the model was trained on ("fashion-mnist", ...), if recorded
+  std::vector<float> mean, stddev;       // normalization from the checkpoint (one per channel)
+  std::string data;                      // the --data the model was trained on ("fashion-mnist", ...), if recorded
+  std::vector<std::string> class_names;  // the training set's, if recorded
   std::string source;               // the checkpoint path
 
   Shape image_shape() const { return {spec.in_channels, spec.image_height, spec.image_width}; }
@@ -75,7 +77,8 @@ struct QatModel {
   CompileOptions compile_options() const;
 };
 
-// Throws IoError/FormatError for unreadable or malformed files, ArgumentError when the bits do
+// Throws IoError/FormatError for unreadable or malformed files (metadata without normalization,
+// a missing field: FormatError naming the file and the field), ArgumentError when the bits do
 // not fit the model or quantizers have no state in the checkpoint (e.g. a float checkpoint:
 // fine-tune it at these bits first, or calibrate it with `bitmix train --eval-only --calibrate`).
 QatModel load_qat_model(const std::filesystem::path& checkpoint,

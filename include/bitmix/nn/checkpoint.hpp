@@ -1,8 +1,8 @@
 #pragma once
 // Checkpoints: a versioned binary file of named float tensors (model parameters, buffers,
-// optimizer state) plus a metadata text (JSON: training configuration, epoch, step, seed,
-// normalization, log history), protected by a CRC-32 and written atomically. The layout is
-// specified in docs/training.md.
+// optimizer state) plus a metadata text (the JSON of nn::RunMetadata: model, data,
+// normalization, BitConfig, provenance, training state; see run_metadata.hpp), protected by a
+// CRC-32 and written atomically. The layout is specified in docs/training.md.
 //
 // Loading validates everything (magic, version, header and section sizes, offsets and
 // alignment, tensor sizes, duplicate names, checksum) and throws FormatError naming the file
@@ -21,6 +21,7 @@
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/module.hpp"
 #include "bitmix/nn/optimizer.hpp"
+#include "bitmix/nn/run_metadata.hpp"
 
 namespace bitmix::nn {
 
@@ -36,7 +37,7 @@ struct CheckpointEntry {
 };
 
 struct Checkpoint {
-  std::string metadata;  // JSON object text ("{}" when empty)
+  std::string metadata;  // JSON object text ("{}" when empty): to_json(RunMetadata), see set_run_metadata
   std::vector<CheckpointEntry> entries;
 
   // The entry of that kind and name, or nullptr.
@@ -73,13 +74,13 @@ void add_optimizer_state(Checkpoint& checkpoint, Optimizer& optimizer, std::stri
 void load_optimizer_state(Optimizer& optimizer, const Checkpoint& checkpoint, std::string_view group,
                           std::string_view source = "checkpoint");
 
-// A model rebuilt from a trainer checkpoint: the architecture from the metadata's "model"
-// object, the weights and buffers loaded (strictly unless told otherwise), and the input
-// normalization the model was trained with (per-channel mean and std of pixels in [0, 1]).
+// A model rebuilt from a checkpoint: the architecture from its metadata's model spec (a
+// FormatError naming "model" when it has none), the weights and buffers loaded (strictly unless
+// told otherwise); `metadata` holds the rest (normalization, data, BitConfig, provenance).
 struct LoadedModel {
   ModelSpec spec;
   std::unique_ptr<Module> model;
-  std::vector<float> mean, stddev;
+  RunMetadata metadata;
   Checkpoint checkpoint;
 };
 LoadedModel load_model_checkpoint(const std::filesystem::path& path, const LoadOptions& options = {});

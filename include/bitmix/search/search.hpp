@@ -5,7 +5,8 @@
 //
 //   DIR/bits.json        the BitConfig (per layer: name, w_bits, a_bits, MACs, params; totals)
 //   DIR/model.ckpt       the meta weights with the chosen candidates' quantizer state, named as a
-//                        QAT model expects: `bitmix train --bits DIR/bits.json --init DIR/model.ckpt`
+//                        QAT model expects, and the BitConfig in its metadata:
+//                        `bitmix train --bits DIR/bits.json --init DIR/model.ckpt`
 //   DIR/strengths.csv    per epoch and layer: probabilities, expected bits and expected cost
 //   DIR/bits.svg, DIR/strengths.svg, DIR/summary.json
 //   DIR/supernet/        the search run's own log.csv, summary.json and resumable checkpoint
@@ -97,9 +98,10 @@ struct SearchResult {
 };
 
 // Runs the whole search on `model` (already holding the float weights to start from) and writes
-// the artifacts to options.out_dir. `model_metadata` is the JSON object text describing the
-// architecture and data (as `bitmix train` writes it), stored in the checkpoints.
+// the artifacts to options.out_dir. `run` describes the model (its spec), the data (--data
+// string) and the provenance; the checkpoints carry it, the final one with the selected BitConfig
+// as its quantization (nn::RunMetadata::quantization) and the supernet's normalization.
 SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& options,
-                        const std::string& model_metadata);
+                        const nn::RunMetadata& run);
 
 }  // namespace bitmix::search
