@@ -297,10 +297,13 @@ LrScheduleOptions schedule_from_json(const MetadataReader& r) {
   return s;
 }
 
-ModelSpec model_spec_from_metadata(const MetadataReader& parent, std::string_view key) {
+ModelSpec model_spec_from_metadata(const MetadataReader& parent, std::string_view key,
+                                   std::initializer_list<std::string_view> other_keys) {
   const MetadataReader m = parent.object(key);
   try {
-    return model_spec_from_json(m.value().dump());
+    auto spec = m.value();
+    for (const std::string_view other : other_keys) spec.erase(std::string(other));
+    return model_spec_from_json(spec.dump());
   } catch (const FormatError& e) {
     throw FormatError(fmt::format("{}: metadata field '{}': {}", parent.source(), m.path(), e.what()));
   }

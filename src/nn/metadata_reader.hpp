@@ -5,6 +5,7 @@
 // <what>, got <what it is>", so no caller handles nlohmann exceptions.
 
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -79,7 +80,11 @@ Json trainer_options_to_json(const TrainerOptions& options);
 TrainerOptions trainer_options_from_json(const MetadataReader& r, bool legacy);
 Json schedule_to_json(const LrScheduleOptions& schedule);
 LrScheduleOptions schedule_from_json(const MetadataReader& r);
-ModelSpec model_spec_from_metadata(const MetadataReader& parent, std::string_view key);
+// The model spec at `key` (model_spec_from_json: every key known, exact types); `other_keys`
+// are keys of that object that are not the spec's (the legacy layout's data, augment and
+// quantization), left for the caller to read.
+ModelSpec model_spec_from_metadata(const MetadataReader& parent, std::string_view key,
+                                   std::initializer_list<std::string_view> other_keys = {});
 quant::BitConfig bit_config_from_metadata(const MetadataReader& parent, std::string_view key);
 data::Normalization normalization_from_json(const MetadataReader& r);
 

@@ -37,25 +37,53 @@ std::string model_spec_to_json(const ModelSpec& spec) {
 ModelSpec model_spec_from_json(std::string_view text) {
   const nlohmann::json j = bitmix::detail::parse_json_strict(text, "model spec");
   if (!j.is_object()) throw FormatError("model spec: expected a JSON object");
-  ModelSpec spec;
+  // Every key is known and every value has its exact JSON type: a spec is rebuilt into a model,
+  // so 0.5 channels or a misspelled "widht" must not pass as something else.
+  static constexpr std::string_view kKeys[] = {"arch",   "in_channels", "image_height",       "image_width", "num_classes",
+                                               "shortcut", "width",     "zero_init_residual", "seed"};
+  for (const auto& [key, value] : j.items())
+    if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys))
+      throw FormatError(fmt::format("model spec: unknown field '{}' (expected {})", key, fmt::join(kKeys, ", ")));
   auto field = [&](const char* key) -> const nlohmann::json& {
     if (!j.contains(key)) throw FormatError(fmt::format("model spec: missing field '{}'", key));
     return j.at(key);
   };
+  auto integer = [&](const char* key, int64_t lo, int64_t hi) {
+    const nlohmann::json& v = field(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) ||
+        v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      throw FormatError(fmt::format("model spec: field '{}' = {}: expected an integer from {} to {}", key, v.dump(), lo, hi));
+    return v.get<int64_t>();
+  };
+  auto string = [&](const char* key) {
+    const nlohmann::json& v = field(key);
+    if (!v.is_string()) throw FormatError(fmt::format("model spec: field '{}' = {}: expected a string", key, v.dump()));
+    return v.get<std::string>();
+  };
+  ModelSpec spec;
+  constexpr int64_t kMaxExtent = int64_t{1} << 16;
+  spec.arch = string("arch");
+  spec.in_channels = integer("in_channels", 1, kMaxExtent);
+  spec.image_height = integer("image_height", 1, kMaxExtent);
+  spec.image_width = integer("image_width", 1, kMaxExtent);
+  spec.num_classes = integer("num_classes", 1, int64_t{1} << 24);
   try {
-    spec.arch = field("arch").get<std::string>();
-    spec.in_channels = field("in_channels").get<int64_t>();
-    spec.image_height = field("image_height").get<int64_t>();
-    spec.image_width = field("image_width").get<int64_t>();
-    spec.num_classes = field("num_classes").get<int64_t>();
-    spec.shortcut = j.contains("shortcut") ? parse_shortcut(j.at("shortcut").get<std::string>()) : ShortcutOption::A;
-    spec.width = j.value("width", int64_t{0});
-    spec.zero_init_residual = j.value("zero_init_residual", false);
-    spec.seed = j.value("seed", uint64_t{0});
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(fmt::format("model spec: malformed field ({})", e.what()));
+    if (j.contains("shortcut")) spec.shortcut = parse_shortcut(string("shortcut"));
   } catch (const ArgumentError& e) {
     throw FormatError(fmt::format("model spec: {}", e.what()));
+  }
+  if (j.contains("width")) spec.width = integer("width", 0, kMaxExtent);
+  if (j.contains("zero_init_residual")) {
+    if (!j.at("zero_init_residual").is_boolean())
+      throw FormatError(fmt::format("model spec: field 'zero_init_residual' = {}: expected true or false",
+                                    j.at("zero_init_residual").dump()));
+    spec.zero_init_residual = j.at("zero_init_residual").get<bool>();
+  }
+  if (j.contains("seed")) {
+    const nlohmann::json& v = j.at("seed");
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+      throw FormatError(fmt::format("model spec: field 'seed' = {}: expected a non-negative integer", v.dump()));
+    spec.seed = v.get<uint64_t>();
   }
   return spec;
 }

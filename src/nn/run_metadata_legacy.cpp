@@ -68,7 +68,8 @@ RunMetadata legacy_run_metadata(const MetadataReader& root, const std::filesyste
   std::optional<MetadataReader> model_object;
   if (root.has("model")) {
     model_object = root.object("model");
-    if (!model_object->value().empty()) m.model = model_spec_from_metadata(root, "model");
+    if (!model_object->value().empty())
+      m.model = model_spec_from_metadata(root, "model", {"data", "augment", "quantization"});
   }
   if (model_object && model_object->has("data")) m.data.spec = model_object->string("data");
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/nn/layers.hpp"
@@ -112,6 +113,43 @@ TEST(Models, ShapeMismatchNamesTheLayer) {
   }
   Tensor wrong({2, 1, 32, 32});
   EXPECT_THROW(model->forward(wrong), ShapeError);
+}
+
+TEST(Models, SpecJsonRoundTripsAndRefusesAnythingElse) {
+  ModelSpec spec;
+  spec.arch = "resnet20";
+  spec.in_channels = 3;
+  spec.image_height = 32;
+  spec.image_width = 30;
+  spec.num_classes = 10;
+  spec.shortcut = ShortcutOption::B;
+  spec.width = 24;
+  spec.zero_init_residual = true;
+  spec.seed = 7;
+  const std::string text = model_spec_to_json(spec);
+  EXPECT_EQ(model_spec_to_json(model_spec_from_json(text)), text);
+  auto expect_refused = [&](const std::string& from, const std::string& to, const std::string& fragment) {
+    std::string edited = text;
+    const auto at = edited.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    edited.replace(at, from.size(), to);
+    try {
+      model_spec_from_json(edited);
+      ADD_FAILURE() << "accepted " << edited;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  expect_refused("\"in_channels\":3", "\"in_channels\":0.5", "field 'in_channels' = 0.5: expected an integer");
+  expect_refused("\"in_channels\":3", "\"in_channels\":0", "field 'in_channels' = 0");
+  expect_refused("\"num_classes\":10", "\"num_classes\":\"10\"", "field 'num_classes' = \"10\"");
+  expect_refused("\"image_width\":30", "\"image_width\":18446744073709551615", "field 'image_width'");
+  expect_refused("\"width\":24", "\"widht\":24", "unknown field 'widht'");
+  expect_refused("\"zero_init_residual\":true", "\"zero_init_residual\":1", "expected true or false");
+  expect_refused("\"seed\":7", "\"seed\":-7", "field 'seed' = -7");
+  expect_refused("\"arch\":\"resnet20\"", "\"arch\":20", "field 'arch' = 20: expected a string");
+  expect_refused("\"shortcut\":\"B\"", "\"shortcut\":\"C\"", "'C'");
+  expect_refused("\"arch\":\"resnet20\",", "", "missing field 'arch'");
 }
 
 TEST(Models, TrainEvalPropagatesAndSameSeedSameWeights) {

@@ -56,8 +56,8 @@ std::string_view shortcut_name(ShortcutOption option);
 // The spec as a JSON object text ({"arch": "resnet20", "in_channels": 3, ...}); the trainer
 // stores it in checkpoint metadata under "model", so a checkpoint can rebuild its model.
 std::string model_spec_to_json(const ModelSpec& spec);
-// Reads the fields written by model_spec_to_json (other keys are ignored); throws FormatError
-// naming the missing or malformed field.
+// Reads the fields written by model_spec_to_json; a missing field, an unknown key, a value of
+// another JSON type (0.5 for an integer) or out of range is a FormatError naming the field.
 ModelSpec model_spec_from_json(std::string_view json);
 
 class BasicBlock : public Module {
