@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -127,38 +128,118 @@ void calibrate_inputs(Replica& r, std::span<const Tensor> calibration, const qua
   for (OptionSwitch* s : r.input) s->finish_observation();
 }
 
-double mean_loss(nn::Module& model, const LabelledBatches& data) {
+// The model as a chain of modules run one after another: Sequentials (and their subclasses such
+// as ResNet, which keep Sequential's forward) are expanded, so a ResNet becomes conv1, bn1, each
+// BasicBlock, avgpool, fc. An evaluation starts at the element holding the first quantized
+// layer from the activations cached there, and everything before it is never recomputed.
+struct Chain {
+  std::vector<nn::Module*> elements;
+  std::vector<int> element_of_layer;  // per layer
+};
+
+void flatten(nn::Module& m, std::vector<nn::Module*>& out) {
+  if (auto* seq = dynamic_cast<nn::Sequential*>(&m)) {
+    for (const auto& child : seq->children()) flatten(*child.second, out);
+    return;
+  }
+  out.push_back(&m);
+}
+
+Chain make_chain(nn::Module& model, const std::vector<LayerOptions>& layers) {
+  Chain chain;
+  flatten(model, chain.elements);
+  for (const LayerOptions& l : layers) {
+    int found = -1;
+    for (std::size_t e = 0; e < chain.elements.size() && found < 0; ++e) {
+      const std::string& name = chain.elements[e]->name();
+      if (name.empty() || l.name == name || (l.name.size() > name.size() && l.name.compare(0, name.size(), name) == 0 &&
+                             l.name[name.size()] == '.'))
+        found = static_cast<int>(e);
+    }
+    if (found < 0) throw Error(fmt::format("CLADO: layer '{}' is in no module of the model's chain", l.name));
+    if (!chain.element_of_layer.empty() && found < chain.element_of_layer.back())
+      throw Error(fmt::format("CLADO: layer '{}' runs before the layer listed ahead of it", l.name));
+    chain.element_of_layer.push_back(found);
+  }
+  return chain;
+}
+
+// Runs elements [from, to) on every batch, in place.
+void advance(const Chain& chain, std::vector<Tensor>& acts, int from, int to) {
+  if (from >= to) return;
+  for (Tensor& x : acts) {
+    const Tensor* y = &x;
+    for (int e = from; e < to; ++e) y = &chain.elements[static_cast<std::size_t>(e)]->forward(*y);
+    Tensor out = *y;
+    x = std::move(out);
+  }
+}
+
+// Mean cross-entropy of the rest of the chain from element `from` on `acts`.
+double loss_from(const Chain& chain, const std::vector<Tensor>& acts, int from, const LabelledBatches& data) {
   double total = 0;
-  for (std::size_t b = 0; b < data.images.size(); ++b) {
-    const Tensor& logits = model.forward(data.images[b]);
-    const nn::CrossEntropyResult ce = nn::softmax_cross_entropy(logits, data.labels[b], 0.0f, nullptr);
+  const int end = static_cast<int>(chain.elements.size());
+  for (std::size_t b = 0; b < acts.size(); ++b) {
+    const Tensor* y = &acts[b];
+    for (int e = from; e < end; ++e) y = &chain.elements[static_cast<std::size_t>(e)]->forward(*y);
+    const nn::CrossEntropyResult ce = nn::softmax_cross_entropy(*y, data.labels[b], 0.0f, nullptr);
     total += ce.loss * static_cast<double>(data.labels[b].size());
   }
   return total / static_cast<double>(data.count());
 }
 
-// One evaluation: up to two layers quantized (layer -1 = none).
-struct Evaluation {
-  int i = -1, b = 0, j = -1, c = 0;
+void activate(Replica& r, int layer, int option) {
+  const auto l = static_cast<std::size_t>(layer);
+  r.weight[l]->active = option < 0 ? -1 : r.weight_index[l][static_cast<std::size_t>(option)];
+  r.input[l]->active = option < 0 ? -1 : r.input_index[l][static_cast<std::size_t>(option)];
+}
+
+// The evaluations that share a prefix: layer i at option b alone and with every later (j, c);
+// i < 0 is the float model alone. Their indices in the canonical list.
+struct Group {
+  int i = -1, b = 0;
+  int64_t single = 0;                 // evaluation index of (i, b) alone (or of the float model)
+  std::vector<int64_t> pairs;         // (j, c) for j > i in order, K_j entries per j
 };
 
-double evaluate(Replica& r, const Evaluation& e, const LabelledBatches& data) {
-  auto set = [&](int layer, int option, bool on) {
-    if (layer < 0) return;
-    const auto l = static_cast<std::size_t>(layer);
-    r.weight[l]->active = on ? r.weight_index[l][static_cast<std::size_t>(option)] : -1;
-    r.input[l]->active = on ? r.input_index[l][static_cast<std::size_t>(option)] : -1;
-  };
-  set(e.i, e.b, true);
-  set(e.j, e.c, true);
-  struct Reset {
-    std::function<void()> fn;
-    ~Reset() { fn(); }
-  } reset{[&] {
-    set(e.i, e.b, false);
-    set(e.j, e.c, false);
-  }};
-  return mean_loss(*r.model, data);
+// Evaluates the group's pending evaluations on one replica; appends (index, mean loss).
+void run_group(Replica& r, const Chain& chain, const std::vector<LayerOptions>& layers, const Group& g,
+               const std::vector<bool>& pending, const LabelledBatches& data,
+               std::vector<std::pair<int64_t, double>>& results) {
+  if (g.i < 0) {
+    if (pending[static_cast<std::size_t>(g.single)]) results.emplace_back(g.single, loss_from(chain, data.images, 0, data));
+    return;
+  }
+  std::vector<Tensor> acts = data.images;
+  int at = chain.element_of_layer[static_cast<std::size_t>(g.i)];
+  advance(chain, acts, 0, at);  // float up to the element holding layer i
+  struct Off {
+    Replica& r;
+    int i;
+    ~Off() { activate(r, i, -1); }
+  } off{r, g.i};
+  activate(r, g.i, g.b);
+  if (pending[static_cast<std::size_t>(g.single)]) results.emplace_back(g.single, loss_from(chain, acts, at, data));
+  std::size_t k = 0;
+  for (int j = g.i + 1; j < static_cast<int>(layers.size()) && !g.pairs.empty(); ++j) {
+    const std::size_t kj = layers[static_cast<std::size_t>(j)].options.size();
+    bool any = false;
+    for (std::size_t c = 0; c < kj; ++c) any = any || pending[static_cast<std::size_t>(g.pairs[k + c])];
+    if (any) {
+      const int target = chain.element_of_layer[static_cast<std::size_t>(j)];
+      advance(chain, acts, at, target);  // only layer i quantized on the way
+      at = target;
+      for (std::size_t c = 0; c < kj; ++c) {
+        const int64_t index = g.pairs[k + c];
+        if (!pending[static_cast<std::size_t>(index)]) continue;
+        activate(r, j, static_cast<int>(c));
+        const double v = loss_from(chain, acts, at, data);
+        activate(r, j, -1);
+        results.emplace_back(index, v);
+      }
+    }
+    k += kj;
+  }
 }
 
 uint64_t measurement_key(nn::Module& model, const Shape& image_shape, const std::vector<LayerOptions>& layers,
@@ -206,26 +287,36 @@ CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& imag
   const auto start = Clock::now();
   sensitivity.validate("CLADO sensitivity set");
   if (calibration.empty()) throw ArgumentError("CLADO: no calibration batches (expected at least one)");
-  if (options.save_every < 1) throw ArgumentError(fmt::format("CLADO: save_every {} must be positive", options.save_every));
-
-  // The evaluation list: the float model, every single option, every pair.
-  std::vector<Evaluation> list{{}};
   const int L = static_cast<int>(layers.size());
+  if (L == 0) throw ArgumentError("CLADO: no layers");
+
+  // The canonical evaluation list (its indices key the cache): the float model, every single
+  // option in layer order, then every pair (i < j) by i, j, b, c. Grouped by (i, b).
   std::vector<int64_t> offset(static_cast<std::size_t>(L) + 1, 0);
   for (int i = 0; i < L; ++i)
-    offset[static_cast<std::size_t>(i) + 1] = offset[static_cast<std::size_t>(i)] + static_cast<int64_t>(layers[static_cast<std::size_t>(i)].options.size());
+    offset[static_cast<std::size_t>(i) + 1] =
+        offset[static_cast<std::size_t>(i)] + static_cast<int64_t>(layers[static_cast<std::size_t>(i)].options.size());
+  const int64_t n = offset[static_cast<std::size_t>(L)];
+  auto K = [&](int i) { return static_cast<int>(layers[static_cast<std::size_t>(i)].options.size()); };
+  std::vector<Group> groups{Group{}};
   for (int i = 0; i < L; ++i)
-    for (int b = 0; b < static_cast<int>(layers[static_cast<std::size_t>(i)].options.size()); ++b) list.push_back({i, b, -1, 0});
+    for (int b = 0; b < K(i); ++b) groups.push_back({i, b, 1 + offset[static_cast<std::size_t>(i)] + b, {}});
+  struct PairRef {
+    int64_t r, s;
+  };
+  std::vector<PairRef> pair_of;  // per pair evaluation (index - 1 - n)
+  int64_t next = 1 + n;
   if (options.pairs)
     for (int i = 0; i < L; ++i)
       for (int j = i + 1; j < L; ++j)
-        for (int b = 0; b < static_cast<int>(layers[static_cast<std::size_t>(i)].options.size()); ++b)
-          for (int c = 0; c < static_cast<int>(layers[static_cast<std::size_t>(j)].options.size()); ++c)
-            list.push_back({i, b, j, c});
+        for (int b = 0; b < K(i); ++b)
+          for (int c = 0; c < K(j); ++c) {
+            groups[static_cast<std::size_t>(1 + offset[static_cast<std::size_t>(i)] + b)].pairs.push_back(next++);
+            pair_of.push_back({offset[static_cast<std::size_t>(i)] + b, offset[static_cast<std::size_t>(j)] + c});
+          }
+  // Within a group the pairs must run in (j, c) order: they were appended by j then c.
+  const int64_t total = next;
 
-  // Replicas, one per thread; the first also gives the key (before it is touched).
-  const int threads = std::max(1, num_threads());
-  std::vector<Replica> replicas;
   CladoMeasurement result;
   result.layers = layers;
   {
@@ -235,53 +326,63 @@ CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& imag
   }
   std::map<int64_t, double> done;
   if (!options.cache.empty()) done = detail::load_clado_cache(options.cache, result.key);
-  for (auto it = done.begin(); it != done.end();)
-    it = it->first >= static_cast<int64_t>(list.size()) ? done.erase(it) : std::next(it);
-  std::vector<int64_t> pending;
-  for (int64_t e = 0; e < static_cast<int64_t>(list.size()); ++e)
-    if (!done.count(e)) pending.push_back(e);
-  result.evaluations = static_cast<int64_t>(list.size());
-  result.from_cache = result.evaluations - static_cast<int64_t>(pending.size());
+  for (auto it = done.begin(); it != done.end();) it = it->first >= total ? done.erase(it) : std::next(it);
+  std::vector<bool> pending(static_cast<std::size_t>(total), true);
+  for (const auto& entry : done) pending[static_cast<std::size_t>(entry.first)] = false;
+  std::vector<std::size_t> todo;  // groups with something left
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    bool any = pending[static_cast<std::size_t>(groups[g].single)];
+    for (int64_t e : groups[g].pairs) any = any || pending[static_cast<std::size_t>(e)];
+    if (any) todo.push_back(g);
+  }
+  result.evaluations = total;
+  result.from_cache = static_cast<int64_t>(done.size());
 
-  if (!pending.empty()) {
-    const int used = static_cast<int>(std::min<int64_t>(threads, static_cast<int64_t>(pending.size())));
-    for (int t = 0; t < used; ++t)
+  if (!todo.empty()) {
+    const int used = static_cast<int>(std::min<int64_t>(std::max(1, num_threads()), static_cast<int64_t>(todo.size())));
+    std::vector<Replica> replicas;
+    std::vector<Chain> chains;
+    for (int t = 0; t < used; ++t) {
       replicas.push_back(make_replica(make_model, image_shape, layers, options.quantization.weights));
-    parallel_run([&](int t, int) { calibrate_inputs(replicas[static_cast<std::size_t>(t)], calibration, options.quantization.activations); },
-                 used);
-    const int64_t block = std::max<int64_t>(options.save_every, used);
-    std::vector<double> values(static_cast<std::size_t>(block));
-    for (int64_t first = 0; first < static_cast<int64_t>(pending.size()); first += block) {
-      const int64_t count = std::min<int64_t>(block, static_cast<int64_t>(pending.size()) - first);
+      chains.push_back(make_chain(*replicas.back().model, layers));
+    }
+    parallel_run([&](int t, int) {
+      calibrate_inputs(replicas[static_cast<std::size_t>(t)], calibration, options.quantization.activations);
+    }, used);
+    // Rounds of groups, taken by the threads in turn; the cache is written after every round.
+    const std::size_t round = static_cast<std::size_t>(2 * used);
+    std::vector<std::vector<std::pair<int64_t, double>>> results(static_cast<std::size_t>(used));
+    for (std::size_t first = 0; first < todo.size(); first += round) {
+      const std::size_t count = std::min(round, todo.size() - first);
+      std::atomic<std::size_t> cursor{0};
       parallel_run(
-          [&](int t, int thread_count) {
-            for (int64_t k = count * t / thread_count; k < count * (t + 1) / thread_count; ++k)
-              values[static_cast<std::size_t>(k)] =
-                  evaluate(replicas[static_cast<std::size_t>(t)], list[static_cast<std::size_t>(pending[static_cast<std::size_t>(first + k)])], sensitivity);
+          [&](int t, int) {
+            for (std::size_t k = cursor++; k < count; k = cursor++)
+              run_group(replicas[static_cast<std::size_t>(t)], chains[static_cast<std::size_t>(t)], layers,
+                        groups[todo[first + k]], pending, sensitivity, results[static_cast<std::size_t>(t)]);
           },
           used);
-      for (int64_t k = 0; k < count; ++k) done[pending[static_cast<std::size_t>(first + k)]] = values[static_cast<std::size_t>(k)];
+      for (auto& list : results) {
+        for (const auto& [index, value] : list) done[index] = value;
+        list.clear();
+      }
       if (!options.cache.empty()) detail::save_clado_cache(options.cache, result.key, done);
-      if (options.progress) options.progress(result.from_cache + first + count, result.evaluations);
+      if (options.progress) options.progress(static_cast<int64_t>(done.size()), total);
     }
   } else if (options.progress) {
-    options.progress(result.evaluations, result.evaluations);
+    options.progress(total, total);
   }
 
   // Loss increases.
-  const int64_t n = offset[static_cast<std::size_t>(L)];
   result.base_loss = done.at(0);
   result.single.assign(static_cast<std::size_t>(n), 0.0);
-  if (options.pairs) result.pair.assign(static_cast<std::size_t>(n * n), 0.0);
-  for (std::size_t e = 1; e < list.size(); ++e) {
-    const Evaluation& ev = list[e];
-    const double delta = done.at(static_cast<int64_t>(e)) - result.base_loss;
-    const int64_t r = offset[static_cast<std::size_t>(ev.i)] + ev.b;
-    if (ev.j < 0) {
-      result.single[static_cast<std::size_t>(r)] = delta;
-    } else {
-      const int64_t s = offset[static_cast<std::size_t>(ev.j)] + ev.c;
-      result.pair[static_cast<std::size_t>(r * n + s)] = result.pair[static_cast<std::size_t>(s * n + r)] = delta;
+  for (int64_t r = 0; r < n; ++r) result.single[static_cast<std::size_t>(r)] = done.at(1 + r) - result.base_loss;
+  if (options.pairs) {
+    result.pair.assign(static_cast<std::size_t>(n * n), 0.0);
+    for (std::size_t p = 0; p < pair_of.size(); ++p) {
+      const double delta = done.at(1 + n + static_cast<int64_t>(p)) - result.base_loss;
+      result.pair[static_cast<std::size_t>(pair_of[p].r * n + pair_of[p].s)] =
+          result.pair[static_cast<std::size_t>(pair_of[p].s * n + pair_of[p].r)] = delta;
     }
   }
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();

@@ -184,7 +184,6 @@ TEST_F(CladoTest, InterruptedMeasurementResumesFromTheCacheWithIdenticalResults)
 
   CladoOptions interrupted;
   interrupted.cache = cache;
-  interrupted.save_every = 16;
   struct Stop {};
   interrupted.progress = [](int64_t done, int64_t) {
     if (done >= 32) throw Stop{};
@@ -194,7 +193,6 @@ TEST_F(CladoTest, InterruptedMeasurementResumesFromTheCacheWithIdenticalResults)
 
   CladoOptions resume;
   resume.cache = cache;
-  resume.save_every = 16;
   const CladoMeasurement resumed = measure(resume);
   EXPECT_GE(resumed.from_cache, 32);
   EXPECT_LT(resumed.from_cache, resumed.evaluations);

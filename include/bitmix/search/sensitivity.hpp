@@ -74,8 +74,9 @@ struct CladoOptions {
   // ArgumentError naming the file.
   std::filesystem::path cache;
   uint64_t sensitivity_seed = 0;  // how the sensitivity set was drawn: part of the key
-  int64_t save_every = 64;        // evaluations between cache writes (atomic rewrites)
-  ProgressCallback progress;      // after every block of evaluations
+  // The cache is rewritten (atomically) and `progress` called after every round of
+  // 2 x threads layer options, each with all its pairs with later layers.
+  ProgressCallback progress;
 };
 
 struct CladoMeasurement {
@@ -99,6 +100,11 @@ struct CladoMeasurement {
 // Runs the 1 + n + Σ_{i<j} K_i K_j evaluations (the float model, every single layer option,
 // every pair) on the thread pool, one model replica per thread; every evaluation runs on one
 // thread, so the numbers do not depend on the thread count. Batches are evaluated in eval mode.
+// Work is shared: the evaluations of layer i at option b (alone and with every later layer j)
+// run as one group that computes the float prefix up to layer i once and then the activations
+// with only layer i quantized up to each j once, so a pair costs a forward pass from layer j
+// on. (A Sequential model, such as the zoo's, is split into its modules for this; another
+// model runs whole.)
 CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& image_shape,
                                const std::vector<LayerOptions>& layers, const LabelledBatches& sensitivity,
                                std::span<const Tensor> calibration, const CladoOptions& options = {});
