@@ -1,6 +1,8 @@
 // The allocation problems built from measured sensitivities, and the small types around them.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "bitmix/core/error.hpp"
 #include "bitmix/search/sensitivity.hpp"
 
@@ -138,6 +140,54 @@ AllocationProblem hawq_problem(const HawqSensitivity& sensitivity, const std::ve
     for (double v : sensitivity.layers[i].omega) p.linear.push_back(v);
   }
   return p;
+}
+
+std::vector<int> uniform_choice(const std::vector<LayerOptions>& layers, const std::vector<AllocationBudget>& budgets) {
+  // The pairs every multi-option layer offers.
+  std::vector<LayerBits> shared;
+  bool first = true;
+  for (const LayerOptions& l : layers) {
+    if (l.options.size() < 2) continue;
+    if (first) {
+      shared = l.options;
+      first = false;
+      continue;
+    }
+    std::erase_if(shared, [&](const LayerBits& b) { return std::find(l.options.begin(), l.options.end(), b) == l.options.end(); });
+  }
+  if (first) {  // nothing to choose: every layer has one option
+    return std::vector<int>(layers.size(), 0);
+  }
+  if (shared.empty()) throw ArgumentError("uniform allocation: the layers share no (w_bits, a_bits) option");
+  std::sort(shared.begin(), shared.end(), [](const LayerBits& x, const LayerBits& y) {
+    return x.w_bits != y.w_bits ? x.w_bits > y.w_bits : x.a_bits > y.a_bits;
+  });
+  std::string costs;
+  for (const LayerBits& bits : shared) {
+    std::vector<int> choice;
+    for (const LayerOptions& l : layers) {
+      if (l.options.size() < 2) {
+        choice.push_back(0);
+        continue;
+      }
+      choice.push_back(static_cast<int>(std::find(l.options.begin(), l.options.end(), bits) - l.options.begin()));
+    }
+    bool fits = true;
+    costs.clear();
+    for (const AllocationBudget& budget : budgets) {
+      if (budget.cost.size() != layers.size())
+        throw ArgumentError(fmt::format("budget '{}': costs for {} layers, expected {}", budget.name, budget.cost.size(),
+                                        layers.size()));
+      double total = 0;
+      for (std::size_t i = 0; i < layers.size(); ++i) total += budget.cost[i].at(static_cast<std::size_t>(choice[i]));
+      fits = fits && total <= budget.cap;
+      costs += fmt::format("{}{} {} {} (cap {})", costs.empty() ? "" : ", ", budget.name, total, budget.unit, budget.cap);
+    }
+    if (fits) return choice;
+  }
+  throw ArgumentError(fmt::format("uniform allocation: no uniform configuration meets the budgets; the cheapest, "
+                                  "W{}A{}, costs {}",
+                                  shared.back().w_bits, shared.back().a_bits, costs));
 }
 
 }  // namespace bitmix::search

@@ -261,5 +261,30 @@ TEST_F(CladoTest, AllocationsRespectTheirBudgets) {
   }
 }
 
+TEST(UniformChoice, TakesTheMostBitsThatFitAndKeepsPinnedLayers) {
+  const std::vector<LayerOptions> layers{{"first", {{8, 8}}}, {"a", {{2, 8}, {4, 8}, {8, 8}}},
+                                         {"b", {{8, 8}, {4, 8}, {2, 8}}}, {"last", {{8, 8}}}};
+  // Size cost: 10 per bit on a and b, 80 on the pinned layers.
+  auto size_budget = [&](double cap) {
+    AllocationBudget b{"size", "bits", {}, cap};
+    for (const LayerOptions& l : layers) {
+      std::vector<double> row;
+      for (const LayerBits& o : l.options) row.push_back(10.0 * o.w_bits);
+      b.cost.push_back(row);
+    }
+    return b;
+  };
+  EXPECT_EQ(uniform_choice(layers, {size_budget(320)}), (std::vector<int>{0, 2, 0, 0}));  // W8: 80+80+80+80
+  EXPECT_EQ(uniform_choice(layers, {size_budget(319)}), (std::vector<int>{0, 1, 1, 0}));  // W4: 240
+  EXPECT_EQ(uniform_choice(layers, {size_budget(200)}), (std::vector<int>{0, 0, 2, 0}));  // W2: 200
+  try {
+    uniform_choice(layers, {size_budget(199)});
+    FAIL() << "expected ArgumentError";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("W2A8, costs size 200 bits"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(uniform_choice({{"a", {{2, 8}, {4, 8}}}, {"b", {{3, 8}, {5, 8}}}}, {}), ArgumentError);
+}
+
 }  // namespace
 }  // namespace bitmix::search

@@ -156,4 +156,11 @@ AllocationProblem independent_problem(const CladoMeasurement& measurement, std::
 AllocationProblem hawq_problem(const HawqSensitivity& sensitivity, const std::vector<LayerOptions>& layers,
                                std::vector<AllocationBudget> budgets);
 
+// The uniform allocation: every layer with several options at one shared (w_bits, a_bits) pair
+// (single-option layers, the pinned ones, keep theirs), the pair with the most bits (w_bits
+// first, then a_bits) whose configuration meets every budget. Returns the option index per
+// layer. ArgumentError when the layers share no pair, or when no shared pair meets the budgets
+// (naming them and the cheapest pair's costs).
+std::vector<int> uniform_choice(const std::vector<LayerOptions>& layers, const std::vector<AllocationBudget>& budgets);
+
 }  // namespace bitmix::search
