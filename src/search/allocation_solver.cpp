@@ -15,120 +15,10 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/search/allocation.hpp"
+#include "search/allocation_heuristic.hpp"
+#include "search/pair_messages.hpp"
 
 namespace bitmix::search {
-
-std::string_view to_string(SolveStatus status) {
-  switch (status) {
-    case SolveStatus::optimal: return "optimal";
-    case SolveStatus::node_limit: return "node_limit";
-    case SolveStatus::time_limit: return "time_limit";
-  }
-  return "?";
-}
-
-int64_t AllocationProblem::size() const {
-  int64_t n = 0;
-  for (int k : option_counts) n += k;
-  return n;
-}
-
-int64_t AllocationProblem::offset(int64_t layer) const {
-  int64_t n = 0;
-  for (int64_t i = 0; i < layer; ++i) n += option_counts[static_cast<std::size_t>(i)];
-  return n;
-}
-
-double AllocationProblem::objective(std::span<const int> choice) const {
-  const int64_t n = size();
-  const int64_t count = layers();
-  std::vector<int64_t> index(static_cast<std::size_t>(count));
-  int64_t off = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    index[static_cast<std::size_t>(i)] = off + choice[static_cast<std::size_t>(i)];
-    off += option_counts[static_cast<std::size_t>(i)];
-  }
-  double f = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t p = index[static_cast<std::size_t>(i)];
-    if (!linear.empty()) f += linear[static_cast<std::size_t>(p)];
-    if (quadratic.empty()) continue;
-    f += quadratic[static_cast<std::size_t>(p * n + p)];
-    for (int64_t j = i + 1; j < count; ++j)
-      f += 2.0 * quadratic[static_cast<std::size_t>(p * n + index[static_cast<std::size_t>(j)])];
-  }
-  return f;
-}
-
-double AllocationProblem::budget_cost(std::size_t budget, std::span<const int> choice) const {
-  const AllocationBudget& b = budgets.at(budget);
-  double total = 0;
-  for (std::size_t i = 0; i < option_counts.size(); ++i) total += b.cost[i][static_cast<std::size_t>(choice[i])];
-  return total;
-}
-
-void AllocationProblem::validate() const {
-  if (option_counts.empty()) throw ArgumentError("allocation problem: no layers");
-  if (layer_names.size() != option_counts.size())
-    throw ArgumentError(fmt::format("allocation problem: {} layer names for {} layers", layer_names.size(),
-                                    option_counts.size()));
-  for (std::size_t i = 0; i < option_counts.size(); ++i)
-    if (option_counts[i] < 1)
-      throw ArgumentError(fmt::format("allocation problem: layer '{}' has {} options, expected at least 1",
-                                      layer_names[i], option_counts[i]));
-  const int64_t n = size();
-  if (!linear.empty() && static_cast<int64_t>(linear.size()) != n)
-    throw ArgumentError(fmt::format("allocation problem: linear term has {} entries, expected {}", linear.size(), n));
-  if (!quadratic.empty() && static_cast<int64_t>(quadratic.size()) != n * n)
-    throw ArgumentError(
-        fmt::format("allocation problem: quadratic term has {} entries, expected {}x{}", quadratic.size(), n, n));
-  for (double v : linear)
-    if (!std::isfinite(v)) throw ArgumentError("allocation problem: linear term has a non-finite entry");
-  double scale = 0;
-  for (double v : quadratic) {
-    if (!std::isfinite(v)) throw ArgumentError("allocation problem: quadratic term has a non-finite entry");
-    scale = std::max(scale, std::abs(v));
-  }
-  for (int64_t r = 0; r < n && !quadratic.empty(); ++r)
-    for (int64_t c = r + 1; c < n; ++c) {
-      const double a = quadratic[static_cast<std::size_t>(r * n + c)];
-      const double b = quadratic[static_cast<std::size_t>(c * n + r)];
-      if (std::abs(a - b) > 1e-9 * scale)
-        throw ArgumentError(fmt::format("allocation problem: quadratic term not symmetric at ({}, {}): {} vs {}", r,
-                                        c, a, b));
-    }
-  for (const AllocationBudget& budget : budgets) {
-    if (budget.cost.size() != option_counts.size())
-      throw ArgumentError(fmt::format("budget '{}': costs for {} layers, expected {}", budget.name,
-                                      budget.cost.size(), option_counts.size()));
-    for (std::size_t i = 0; i < option_counts.size(); ++i) {
-      if (static_cast<int>(budget.cost[i].size()) != option_counts[i])
-        throw ArgumentError(fmt::format("budget '{}': layer '{}' has {} costs, expected {}", budget.name,
-                                        layer_names[i], budget.cost[i].size(), option_counts[i]));
-      for (double v : budget.cost[i])
-        if (!std::isfinite(v))
-          throw ArgumentError(fmt::format("budget '{}': layer '{}' has a non-finite cost", budget.name, layer_names[i]));
-    }
-    if (!std::isfinite(budget.cap)) throw ArgumentError(fmt::format("budget '{}': cap is not finite", budget.name));
-  }
-}
-
-AllocationBudget allocation_budget(const CostModel& model, const std::vector<std::vector<LayerBits>>& options,
-                                   double cap) {
-  if (options.size() != model.layers().size())
-    throw ArgumentError(fmt::format("budget '{}': options for {} layers, the cost model has {}",
-                                    cost_kind_name(model.kind()), options.size(), model.layers().size()));
-  AllocationBudget budget;
-  budget.name = std::string(cost_kind_name(model.kind()));
-  budget.unit = model.kind() == CostKind::bitops ? "BitOPs" : model.kind() == CostKind::size ? "bits" : "ms";
-  budget.cap = cap;
-  for (std::size_t i = 0; i < options.size(); ++i) {
-    std::vector<double> row;
-    for (const LayerBits& bits : options[i]) row.push_back(model.layer_cost(i, bits.w_bits, bits.a_bits));
-    budget.cost.push_back(std::move(row));
-  }
-  return budget;
-}
 
 namespace {
 
@@ -156,6 +46,7 @@ class BranchAndBound {
 
   void build();
   void optimize_messages(const std::vector<double>& lambda);
+
   double root_frame(Frame& root);
   double q(int64_t r, int64_t c) const { return p_.quadratic.empty() ? 0.0 : p_.quadratic[static_cast<std::size_t>(r * n_ + c)]; }
   double bound(Frame& f, int depth);
@@ -163,7 +54,6 @@ class BranchAndBound {
   void dfs(int depth);
   void consider(const std::vector<int>& choice);
   std::vector<int> heuristic_start() const;
-  void local_search(std::vector<int>& choice) const;
   bool feasible(const std::vector<int>& choice) const;
   bool out_of_limits();
 
@@ -391,7 +281,13 @@ void BranchAndBound::dfs(int depth) {
     return;
   }
   if (depth == L_) {
+    const double before = best_value_;
     consider(current_);
+    if (best_value_ < before) {  // a new incumbent: polish it too
+      std::vector<int> polished = current_;
+      detail::improve_choice(p_, polished);
+      consider(polished);
+    }
     return;
   }
   Frame& f = frames_[static_cast<std::size_t>(depth)];
@@ -432,15 +328,17 @@ void BranchAndBound::dfs(int depth) {
     for (int k = 0; k < B_; ++k)
       child.fixed_cost[static_cast<std::size_t>(k)] += cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(r)];
     if (!p_.quadratic.empty()) {
+      const std::vector<double>& msg = msg_;
+      const std::vector<double>& residual = residual_;
       for (int d = depth + 1; d < L_; ++d) {
         const int l = order_[static_cast<std::size_t>(d)];
         const int64_t lb_off = off_[static_cast<std::size_t>(l)];
         // The pair (j, l) is now exact in l's term: drop its reparametrized share and residual.
-        child.rest -= residual_[static_cast<std::size_t>(j * L_ + l)];
+        child.rest -= residual[static_cast<std::size_t>(j * L_ + l)];
         for (int c = 0; c < p_.option_counts[static_cast<std::size_t>(l)]; ++c) {
           const int64_t s = lb_off + c;
           child.a[static_cast<std::size_t>(s)] += 2.0 * q(r, s);
-          child.h[static_cast<std::size_t>(s)] -= msg_[static_cast<std::size_t>(s * L_ + j)];
+          child.h[static_cast<std::size_t>(s)] -= msg[static_cast<std::size_t>(s * L_ + j)];
         }
       }
     }
@@ -450,36 +348,8 @@ void BranchAndBound::dfs(int depth) {
   }
 }
 
-void BranchAndBound::local_search(std::vector<int>& choice) const {
-  double value = p_.objective(choice);
-  for (bool improved = true; improved;) {
-    improved = false;
-    for (int i = 0; i < L_; ++i) {
-      const int keep = choice[static_cast<std::size_t>(i)];
-      int best_b = keep;
-      double best_v = value;
-      for (int b = 0; b < p_.option_counts[static_cast<std::size_t>(i)]; ++b) {
-        if (b == keep) continue;
-        choice[static_cast<std::size_t>(i)] = b;
-        if (feasible(choice)) {
-          const double v = p_.objective(choice);
-          if (v < best_v) {
-            best_v = v;
-            best_b = b;
-          }
-        }
-      }
-      choice[static_cast<std::size_t>(i)] = best_b;
-      if (best_b != keep) {
-        value = best_v;
-        improved = true;
-      }
-    }
-  }
-}
-
-// A feasible start (when one is easy to find): the cheapest option per layer, the cost of each
-// budget normalized by its cap; then first-improvement moves.
+// A start for the repair: the cheapest option per layer, the cost of each budget normalized by
+// its cap.
 std::vector<int> BranchAndBound::heuristic_start() const {
   std::vector<int> choice(static_cast<std::size_t>(L_), 0);
   for (int i = 0; i < L_; ++i) {
@@ -512,84 +382,14 @@ double BranchAndBound::root_frame(Frame& root) {
   return bound(root, 0);
 }
 
-// Block coordinate ascent on the messages (the MPLP edge update of Globerson and Jaakkola
-// 2007): for the pair (j, l), with A_j(b) = theta_j(b) + the messages j receives from the other
-// layers, set m_{l->j}(b) = -A_j(b)/2 + min_c [theta_jl(b,c) + A_l(c)]/2 and symmetrically; the
-// two layers' terms then each carry half of the pair's exact two-layer minimum, so no sweep
-// lowers the bound. theta includes lambda . cost, the budgets' current prices.
 void BranchAndBound::optimize_messages(const std::vector<double>& lambda) {
-  auto K = [&](int i) { return p_.option_counts[static_cast<std::size_t>(i)]; };
-  std::vector<double> theta(static_cast<std::size_t>(n_)), H(static_cast<std::size_t>(n_), 0.0);
+  std::vector<double> theta(static_cast<std::size_t>(n_));
   for (int64_t s = 0; s < n_; ++s) {
     theta[static_cast<std::size_t>(s)] = unary_[static_cast<std::size_t>(s)];
     for (int k = 0; k < B_; ++k)
       theta[static_cast<std::size_t>(s)] += lambda[static_cast<std::size_t>(k)] * cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(s)];
-    for (int j = 0; j < L_; ++j) H[static_cast<std::size_t>(s)] += msg_[static_cast<std::size_t>(s * L_ + j)];
   }
-  std::vector<double> Aj, Al, mj, ml;
-  auto residuals_and_bound = [&]() {
-    double total = 0;
-    for (int j = 0; j < L_; ++j) {
-      double m = kInf;
-      for (int b = 0; b < K(j); ++b) {
-        const auto r = static_cast<std::size_t>(off_[static_cast<std::size_t>(j)] + b);
-        m = std::min(m, theta[r] + H[r]);
-      }
-      total += m;
-      for (int l = j + 1; l < L_; ++l) {
-        double res = kInf;
-        for (int b = 0; b < K(j); ++b)
-          for (int c = 0; c < K(l); ++c) {
-            const int64_t r = off_[static_cast<std::size_t>(j)] + b, t = off_[static_cast<std::size_t>(l)] + c;
-            res = std::min(res, 2.0 * q(r, t) - msg_[static_cast<std::size_t>(r * L_ + l)] -
-                                    msg_[static_cast<std::size_t>(t * L_ + j)]);
-          }
-        residual_[static_cast<std::size_t>(j * L_ + l)] = residual_[static_cast<std::size_t>(l * L_ + j)] = res;
-        total += res;
-      }
-    }
-    return total;
-  };
-  double previous = residuals_and_bound();
-  for (int sweep = 0; sweep < 200; ++sweep) {
-    for (int j = 0; j < L_; ++j)
-      for (int l = j + 1; l < L_; ++l) {
-        const int kj = K(j), kl = K(l);
-        const int64_t oj = off_[static_cast<std::size_t>(j)], ol = off_[static_cast<std::size_t>(l)];
-        Aj.resize(static_cast<std::size_t>(kj));
-        Al.resize(static_cast<std::size_t>(kl));
-        for (int b = 0; b < kj; ++b)
-          Aj[static_cast<std::size_t>(b)] = theta[static_cast<std::size_t>(oj + b)] + H[static_cast<std::size_t>(oj + b)] -
-                                            msg_[static_cast<std::size_t>((oj + b) * L_ + l)];
-        for (int c = 0; c < kl; ++c)
-          Al[static_cast<std::size_t>(c)] = theta[static_cast<std::size_t>(ol + c)] + H[static_cast<std::size_t>(ol + c)] -
-                                            msg_[static_cast<std::size_t>((ol + c) * L_ + j)];
-        mj.assign(static_cast<std::size_t>(kj), kInf);
-        ml.assign(static_cast<std::size_t>(kl), kInf);
-        for (int b = 0; b < kj; ++b)
-          for (int c = 0; c < kl; ++c) {
-            const double pair = 2.0 * q(oj + b, ol + c);
-            mj[static_cast<std::size_t>(b)] = std::min(mj[static_cast<std::size_t>(b)], pair + Al[static_cast<std::size_t>(c)]);
-            ml[static_cast<std::size_t>(c)] = std::min(ml[static_cast<std::size_t>(c)], pair + Aj[static_cast<std::size_t>(b)]);
-          }
-        for (int b = 0; b < kj; ++b) {
-          const auto r = static_cast<std::size_t>((oj + b) * L_ + l);
-          const double m = 0.5 * (mj[static_cast<std::size_t>(b)] - Aj[static_cast<std::size_t>(b)]);
-          H[static_cast<std::size_t>(oj + b)] += m - msg_[r];
-          msg_[r] = m;
-        }
-        for (int c = 0; c < kl; ++c) {
-          const auto r = static_cast<std::size_t>((ol + c) * L_ + j);
-          const double m = 0.5 * (ml[static_cast<std::size_t>(c)] - Al[static_cast<std::size_t>(c)]);
-          H[static_cast<std::size_t>(ol + c)] += m - msg_[r];
-          msg_[r] = m;
-        }
-      }
-    const double now = residuals_and_bound();
-    const bool converged = now - previous <= 1e-9 * (std::abs(now) + 1e-300);
-    previous = now;
-    if (converged) break;
-  }
+  detail::optimize_pair_messages(p_, off_, theta, msg_, residual_, order_, 200);
 }
 
 AllocationSolution BranchAndBound::run() {
@@ -608,8 +408,8 @@ AllocationSolution BranchAndBound::run() {
     }
 
   std::vector<int> start = heuristic_start();
-  if (feasible(start)) {
-    local_search(start);
+  if (detail::repair_choice(p_, start)) {
+    detail::improve_choice(p_, start);
     consider(start);
   }
   const Frame& probe = root;
@@ -627,8 +427,8 @@ AllocationSolution BranchAndBound::run() {
       }
     }
   }
-  if (feasible(lagr)) {
-    local_search(lagr);
+  if (detail::repair_choice(p_, lagr)) {
+    detail::improve_choice(p_, lagr);
     consider(lagr);
   }
   dfs(0);

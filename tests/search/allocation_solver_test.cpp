@@ -244,12 +244,31 @@ AllocationProblem clado_like(Rng& rng, int layers, const std::vector<int>& wbits
 }
 
 // Not a timing assertion: the solve must be proven optimal; the time is printed for the docs.
-void solve_and_print(const char* label, int layers, const std::vector<int>& wbits, int instances) {
-  Rng rng(static_cast<uint64_t>(layers * 100 + static_cast<int>(wbits.size())));
+// With `psd` the matrix is projected as CLADO does; with `bitops` a second budget (cost growing
+// with the square of the bits, as BitOPs do when weights and activations move together) caps
+// the configuration at 30 % of its range.
+void solve_and_print(const char* label, int layers, const std::vector<int>& wbits, int instances, bool psd = false,
+                     bool bitops = false) {
+  Rng rng(static_cast<uint64_t>(layers * 100 + static_cast<int>(wbits.size()) + (psd ? 7 : 0)));
   double worst = 0, total = 0;
   int64_t worst_nodes = 0;
   for (int t = 0; t < instances; ++t) {
-    const AllocationProblem p = clado_like(rng, layers, wbits);
+    AllocationProblem p = clado_like(rng, layers, wbits);
+    if (psd) p.quadratic = project_psd(p.quadratic, p.size()).matrix;
+    if (bitops) {
+      AllocationBudget b{"bitops", "BitOPs", {}, 0};
+      double lo = 0, hi = 0;
+      for (int i = 0; i < layers; ++i) {
+        const double macs = (1 + 3 * rng.uniform_double()) * (i + 1);
+        std::vector<double> row;
+        for (int w : wbits) row.push_back(macs * w * w);
+        lo += row.front();
+        hi += row.back();
+        b.cost.push_back(row);
+      }
+      b.cap = lo + 0.3 * (hi - lo);
+      p.budgets.push_back(b);
+    }
     SolverOptions options;
     options.time_limit_seconds = 300;
     const AllocationSolution s = solve_allocation(p, options);
@@ -265,7 +284,9 @@ void solve_and_print(const char* label, int layers, const std::vector<int>& wbit
 
 TEST(AllocationSolver, ProvesOptimalityAtResNetSizes) {
   solve_and_print("ResNet-20 size, 19 layers x 4 options", 19, {2, 3, 4, 8}, 5);
+  solve_and_print("ResNet-20 size, 21 layers x 8 options, PSD, size + BitOPs", 21, {1, 2, 3, 4, 5, 6, 7, 8}, 3, true, true);
   solve_and_print("ResNet-56 size, 55 layers x 4 options", 55, {2, 3, 4, 8}, 3);
+  solve_and_print("ResNet-56 size, 55 layers x 4 options, PSD, size + BitOPs", 55, {2, 3, 4, 8}, 3, true, true);
   solve_and_print("ResNet-56 size, 55 layers x 8 options", 55, {1, 2, 3, 4, 5, 6, 7, 8}, 2);
 }
 
