@@ -326,9 +326,15 @@ CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& imag
   }
   std::map<int64_t, double> done;
   if (!options.cache.empty()) done = detail::load_clado_cache(options.cache, result.key);
-  for (auto it = done.begin(); it != done.end();) it = it->first >= total ? done.erase(it) : std::next(it);
+  // Entries beyond this measurement's list (pairs of a full run read by a singles-only one) are
+  // kept in the file but not used.
   std::vector<bool> pending(static_cast<std::size_t>(total), true);
-  for (const auto& entry : done) pending[static_cast<std::size_t>(entry.first)] = false;
+  int64_t cached = 0;
+  for (const auto& entry : done)
+    if (entry.first < total) {
+      pending[static_cast<std::size_t>(entry.first)] = false;
+      ++cached;
+    }
   std::vector<std::size_t> todo;  // groups with something left
   for (std::size_t g = 0; g < groups.size(); ++g) {
     bool any = pending[static_cast<std::size_t>(groups[g].single)];
@@ -336,7 +342,7 @@ CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& imag
     if (any) todo.push_back(g);
   }
   result.evaluations = total;
-  result.from_cache = static_cast<int64_t>(done.size());
+  result.from_cache = cached;
 
   if (!todo.empty()) {
     const int used = static_cast<int>(std::min<int64_t>(std::max(1, num_threads()), static_cast<int64_t>(todo.size())));
@@ -363,11 +369,18 @@ CladoMeasurement measure_clado(const ModelFactory& make_model, const Shape& imag
           },
           used);
       for (auto& list : results) {
-        for (const auto& [index, value] : list) done[index] = value;
+        for (const auto& [index, value] : list) {
+          done[index] = value;
+          pending[static_cast<std::size_t>(index)] = false;
+        }
         list.clear();
       }
       if (!options.cache.empty()) detail::save_clado_cache(options.cache, result.key, done);
-      if (options.progress) options.progress(static_cast<int64_t>(done.size()), total);
+      if (options.progress) {
+        int64_t finished = 0;
+        for (bool p : pending) finished += p ? 0 : 1;
+        options.progress(finished, total);
+      }
     }
   } else if (options.progress) {
     options.progress(total, total);

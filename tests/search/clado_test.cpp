@@ -205,6 +205,14 @@ TEST_F(CladoTest, InterruptedMeasurementResumesFromTheCacheWithIdenticalResults)
   EXPECT_EQ(reused.from_cache, reused.evaluations);
   EXPECT_EQ(reused.pair, reference.pair);
 
+  // The independent allocator's singles-only run uses the same cache and keeps its pairs.
+  CladoOptions singles = resume;
+  singles.pairs = false;
+  const CladoMeasurement only_singles = measure(singles);
+  EXPECT_EQ(only_singles.from_cache, only_singles.evaluations);
+  EXPECT_EQ(only_singles.single, reference.single);
+  EXPECT_EQ(measure(resume).from_cache, reference.evaluations);
+
   // Another measurement (other options) refuses this cache, naming it.
   std::vector<LayerOptions> other = layers_;
   other[0].options[0].w_bits = 3;

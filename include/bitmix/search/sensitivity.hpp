@@ -140,7 +140,8 @@ struct HawqSensitivity {
 // Per-layer Hessian traces of the mean cross-entropy over `data` (model in eval mode, weights
 // restored afterwards) and the resulting Ω. The probes cover every layer's weights at once and
 // layer i's estimate is v_i^T (Hv)_i, unbiased like the single-layer one (PyHessian's choice):
-// two gradient passes per probe for all layers. Only the weights change during the passes.
+// two gradient passes per probe for all layers. The weights are restored exactly afterwards;
+// the parameters' gradients are overwritten.
 HawqSensitivity hawq_sensitivity(nn::Module& model, const Shape& image_shape, const std::vector<LayerOptions>& layers,
                                  const LabelledBatches& data, const HawqOptions& options = {});
 
