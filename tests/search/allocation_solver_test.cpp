@@ -288,6 +288,7 @@ TEST(AllocationSolver, ProvesOptimalityAtResNetSizes) {
   solve_and_print("ResNet-56 size, 55 layers x 4 options", 55, {2, 3, 4, 8}, 3);
   solve_and_print("ResNet-56 size, 55 layers x 4 options, PSD, size + BitOPs", 55, {2, 3, 4, 8}, 3, true, true);
   solve_and_print("ResNet-56 size, 55 layers x 8 options", 55, {1, 2, 3, 4, 5, 6, 7, 8}, 2);
+  solve_and_print("ResNet-56 size, 55 layers x 8 options, PSD, size + BitOPs", 55, {1, 2, 3, 4, 5, 6, 7, 8}, 3, true, true);
 }
 
 }  // namespace
