@@ -7,6 +7,7 @@
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/module.hpp"
 #include "bitmix/nn/optimizer.hpp"
+#include "bitmix/nn/ptq.hpp"
 #include "bitmix/nn/quantization.hpp"
 #include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/nn/trainer.hpp"
