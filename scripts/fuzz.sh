@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
 build=${2:-$root/build-fuzz}
-targets=(${FUZZ_TARGETS:-cifar10 idx checkpoint bit_config latency_table bmx})
+targets=(${FUZZ_TARGETS:-cifar10 idx checkpoint run_metadata bit_config latency_table bmx})
 jobs=${FUZZ_JOBS:-1}
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS '$seconds': expected a whole number" >&2; exit 2 ;; esac
 
@@ -36,7 +36,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   dict=()
   case "$t" in
-    bit_config|latency_table) dict=(-dict="$root/tests/fuzz/dict/json.dict") ;;
+    bit_config|latency_table|run_metadata) dict=(-dict="$root/tests/fuzz/dict/json.dict") ;;
     checkpoint|bmx|idx) dict=(-dict="$root/tests/fuzz/dict/$t.dict") ;;
   esac
   regressions="$root/tests/fuzz/regressions/$t"

@@ -12,6 +12,8 @@
 #include "bitmix/core/file_io.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/nn/run_metadata.hpp"
+#include "nn/legacy_metadata.hpp"
 #include "bitmix/quant/bit_config.hpp"
 #include "bitmix/runtime/model.hpp"
 #include "bitmix/search/cost.hpp"
@@ -113,6 +115,45 @@ int main(int argc, char** argv) {
     put(out / "bit_config", "mixed.json", config.to_json());
     const std::string text = config.to_json();
     put(out / "bit_config", "truncated.json", text.substr(0, text.size() / 2));
+
+    // Run metadata: the current layout with every optional part, and the layout of earlier
+    // releases' trainer (which the reader still maps).
+    bitmix::nn::ModelSpec spec;
+    spec.arch = "resnet8";
+    spec.in_channels = 1;
+    spec.image_height = spec.image_width = 8;
+    spec.num_classes = 3;
+    bitmix::nn::RunMetadata run;
+    run.model = spec;
+    run.data = {"bands", "bands", 1, 8, 8, 3, {"a", "b", "c"}, 30, 10};
+    run.normalization = {{0.3f}, {0.2f}};
+    run.quantization = bitmix::nn::QuantizationRecipe{"--quant lsq --wbits 3 --abits 3", config};
+    run.provenance = bitmix::nn::Provenance::current("train", "bitmix train --data bands", 1, "float/model.ckpt");
+    bitmix::nn::TrainingState training;
+    training.epoch = 1;
+    training.step = 4;
+    training.groups = {{"main", "sgd", {}}};
+    bitmix::nn::EpochStats epoch;
+    epoch.epoch = 1;
+    epoch.lr = 0.1f;
+    training.history = {epoch};
+    run.training = training;
+    const std::string current = bitmix::nn::to_json(run);
+    put(out / "run_metadata", "current.json", current);
+    put(out / "run_metadata", "truncated.json", current.substr(0, current.size() / 2));
+    bitmix::nn::testing::LegacyTrainerRun legacy;
+    legacy.options.epochs = 2;
+    legacy.dataset_name = "bands";
+    legacy.channels = 1;
+    legacy.height = legacy.width = 8;
+    legacy.classes = 3;
+    legacy.train_images = 30;
+    legacy.mean = {0.3f};
+    legacy.stddev = {0.2f};
+    legacy.model = bitmix::nn::testing::legacy_train_model_object(spec, "bands", "none");
+    legacy.groups = {{"main", {R"({"kind": "sgd", "momentum": 0.9})",
+                               R"({"kind": "cosine", "base_lr": 0.1, "total_steps": 2, "steps_per_epoch": 1, "warmup_steps": 0, "warmup_start_factor": 0, "min_lr": 0, "milestones": [], "gamma": 0.1})"}}};
+    put(out / "run_metadata", "legacy.json", bitmix::nn::testing::legacy_trainer_metadata(legacy));
 
     // A latency table.
     bitmix::search::LatencyTable table("fuzz machine", 1, 1);
