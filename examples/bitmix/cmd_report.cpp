@@ -96,10 +96,10 @@ int run_report(int argc, char** argv) {
     const json bench = read_json(dir / "bench.json");
     const double fq = number_at(summary, {"final", "test_accuracy"}, dir / "summary.json");
     const double integer = number_at(eval, {"accuracy"}, dir / "eval.json");
-    const double gbitops = number_at(summary, {"model", "quantization", "bitops"}, dir / "summary.json") / 1e9;
-    const double kib = number_at(summary, {"model", "quantization", "weight_bytes"}, dir / "summary.json") / 1024.0;
-    float_gbitops = number_at(summary, {"model", "quantization", "float_bitops"}, dir / "summary.json") / 1e9;
-    float_kib = number_at(summary, {"model", "quantization", "float_weight_bytes"}, dir / "summary.json") / 1024.0;
+    const double gbitops = number_at(summary, {"quantization", "bitops"}, dir / "summary.json") / 1e9;
+    const double kib = number_at(summary, {"quantization", "weight_bytes"}, dir / "summary.json") / 1024.0;
+    float_gbitops = number_at(summary, {"quantization", "float_bitops"}, dir / "summary.json") / 1e9;
+    float_kib = number_at(summary, {"quantization", "float_weight_bytes"}, dir / "summary.json") / 1024.0;
     const double us = number_at(bench, {"median_us"}, dir / "bench.json");
     if (number_at(bench, {"batch"}, dir / "bench.json") != 1 || number_at(bench, {"threads"}, dir / "bench.json") != 1)
       throw FormatError(fmt::format("{}: measured with another batch or thread count than 1 and 1",
