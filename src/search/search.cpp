@@ -9,16 +9,17 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
-#include "bitmix/support/plot.hpp"
 #include "bitmix/support/resources.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/search/dnas.hpp"
 #include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/optimizer.hpp"
+#include "search/search_artifacts.hpp"
 
 namespace bitmix::search {
 namespace fs = std::filesystem;
+using detail::StrengthRecord;
 using json = nlohmann::ordered_json;
 
 SearchMethod parse_search_method(std::string_view text) {
@@ -68,106 +69,6 @@ std::size_t index_of(const QuantizerMixture& mixture, int bits) {
   throw Error(fmt::format("bitwidth {} is not a candidate of this mixture", bits));
 }
 
-// Probability rows of one epoch, for strengths.csv and strengths.svg.
-struct StrengthRecord {
-  int epoch;
-  std::vector<LayerProbabilities> probabilities;
-  double expected_cost;
-};
-
-std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
-                          const std::vector<StrengthRecord>& records, const CostModel& cost_model) {
-  std::string csv = "epoch,layer,pinned";
-  for (int b : candidates.w_bits) csv += fmt::format(",p_w{}", b);
-  for (int b : candidates.a_bits) csv += fmt::format(",q_a{}", b);
-  csv += ",expected_w_bits,expected_a_bits,expected_layer_cost,expected_total_cost\n";
-  for (const StrengthRecord& r : records) {
-    for (std::size_t l = 0; l < layers.size(); ++l) {
-      const LayerProbabilities& pq = r.probabilities[l];
-      csv += fmt::format("{},{},{}", r.epoch, layers[l].info.name, layers[l].pinned ? 1 : 0);
-      double ew = 0, ea = 0, cost = 0;
-      if (layers[l].pinned) {
-        for (std::size_t i = 0; i < candidates.w_bits.size() + candidates.a_bits.size(); ++i) csv += ",";
-        ew = layers[l].w_bits()[0];
-        ea = layers[l].a_bits()[0];
-        cost = cost_model.layer_cost(l, static_cast<int>(ew), static_cast<int>(ea));
-      } else {
-        for (double p : pq.w) csv += fmt::format(",{:.6f}", p);
-        for (double q : pq.a) csv += fmt::format(",{:.6f}", q);
-        for (std::size_t i = 0; i < pq.w.size(); ++i) ew += pq.w[i] * candidates.w_bits[i];
-        for (std::size_t j = 0; j < pq.a.size(); ++j) ea += pq.a[j] * candidates.a_bits[j];
-        for (std::size_t i = 0; i < pq.w.size(); ++i)
-          for (std::size_t j = 0; j < pq.a.size(); ++j)
-            cost += pq.w[i] * pq.a[j] * cost_model.layer_cost(l, candidates.w_bits[i], candidates.a_bits[j]);
-      }
-      csv += fmt::format(",{:.4f},{:.4f},{:.6g},{:.6g}\n", ew, ea, cost, r.expected_cost);
-    }
-  }
-  return csv;
-}
-
-// Two charts stacked in one SVG document (nested <svg> elements).
-std::string stack_svgs(const std::vector<std::string>& charts) {
-  double height = 0, width = 0;
-  std::string body;
-  for (const std::string& chart : charts) {
-    auto number_after = [&](const std::string& key) {
-      const auto pos = chart.find(key);
-      return pos == std::string::npos ? 0.0 : std::stod(chart.substr(pos + key.size()));
-    };
-    const double w = number_after("width=\""), h = number_after("height=\"");
-    body += fmt::format("<svg y=\"{}\"{}", height, chart.substr(4));
-    height += h;
-    width = std::max(width, w);
-  }
-  return fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n{2}</svg>\n",
-                     width, height, body);
-}
-
-std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
-                          const std::vector<StrengthRecord>& records) {
-  LineChart w_chart, a_chart;
-  w_chart.title = "expected weight bits per layer during the search";
-  a_chart.title = "expected activation bits per layer during the search";
-  w_chart.x_label = a_chart.x_label = "epoch";
-  w_chart.y_label = a_chart.y_label = "E[bits]";
-  for (const StrengthRecord& r : records) {
-    w_chart.x.push_back(r.epoch);
-    a_chart.x.push_back(r.epoch);
-  }
-  for (std::size_t l = 0; l < layers.size(); ++l) {
-    if (layers[l].pinned) continue;
-    PlotSeries ws{layers[l].info.name, {}}, as{layers[l].info.name, {}};
-    for (const StrengthRecord& r : records) {
-      double ew = 0, ea = 0;
-      for (std::size_t i = 0; i < r.probabilities[l].w.size(); ++i) ew += r.probabilities[l].w[i] * candidates.w_bits[i];
-      for (std::size_t j = 0; j < r.probabilities[l].a.size(); ++j) ea += r.probabilities[l].a[j] * candidates.a_bits[j];
-      ws.values.push_back(ew);
-      as.values.push_back(ea);
-    }
-    w_chart.series.push_back(std::move(ws));
-    a_chart.series.push_back(std::move(as));
-  }
-  return stack_svgs({render_svg(w_chart), render_svg(a_chart)});
-}
-
-std::string bits_svg(const quant::BitConfig& config, const std::string& title) {
-  BarChart chart;
-  chart.title = title;
-  chart.y_label = "bits";
-  chart.y_max = 8;
-  PlotSeries w{"weights", {}}, a{"activations", {}};
-  for (const quant::LayerBits& l : config.layers) {
-    chart.categories.push_back(l.name);
-    w.values.push_back(l.w_bits);
-    a.values.push_back(l.a_bits);
-  }
-  chart.series = {std::move(w), std::move(a)};
-  return render_svg(chart);
-}
-
-// A candidate's local name without its candidate prefix: "b4.step" (EBS), "w4.step" / "a3.step"
-// (DNAS) -> "step".
 std::string strip_candidate(const std::string& local_name) {
   const auto dot = local_name.find('.');
   return dot == std::string::npos ? local_name : local_name.substr(dot + 1);
@@ -487,7 +388,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
     const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
     records.push_back({epoch, probs, expected_cost(cost_model, options.candidates, probs).value});
     write_file_atomic(options.out_dir / "strengths.csv",
-                      strengths_csv(layers, options.candidates, records, cost_model));
+                      detail::strengths_csv(layers, options.candidates, records, cost_model));
   };
   record(0);
   trainer.add_epoch_callback([&](const nn::EpochStats& stats) {
@@ -535,9 +436,9 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   chosen.quantization = nn::QuantizationRecipe{config.notes, config};
   nn::save_checkpoint(options.out_dir / "model.ckpt", finetune_checkpoint(model, layers, config, chosen));
   write_file_atomic(options.out_dir / "bits.svg",
-                    bits_svg(config, fmt::format("{}: bits per layer ({} budget {})", options.model_name,
+                    detail::bits_svg(config, fmt::format("{}: bits per layer ({} budget {})", options.model_name,
                                                  search_method_name(options.method), options.budget.describe())));
-  write_file_atomic(options.out_dir / "strengths.svg", strengths_svg(layers, options.candidates, records));
+  write_file_atomic(options.out_dir / "strengths.svg", detail::strengths_svg(layers, options.candidates, records));
 
   result.seconds = watch.seconds();
   result.peak_rss_bytes = peak_rss_bytes();

@@ -1,0 +1,27 @@
+#pragma once
+// The search's human-readable artifacts: strengths.csv (per epoch, every candidate's
+// probability and the expected cost), strengths.svg and bits.svg. Kept apart from the search
+// loop (search.cpp) so that the loop reads as the algorithm.
+
+#include <string>
+#include <vector>
+
+#include "bitmix/quant/bit_config.hpp"
+#include "bitmix/search/search.hpp"
+
+namespace bitmix::search::detail {
+
+// Probability rows of one epoch, for strengths.csv and strengths.svg.
+struct StrengthRecord {
+  int epoch;
+  std::vector<LayerProbabilities> probabilities;
+  double expected_cost;
+};
+
+std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
+                          const std::vector<StrengthRecord>& records, const CostModel& cost_model);
+std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
+                          const std::vector<StrengthRecord>& records);
+std::string bits_svg(const quant::BitConfig& config, const std::string& title);
+
+}  // namespace bitmix::search::detail
