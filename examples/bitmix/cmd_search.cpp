@@ -99,7 +99,7 @@ int run_search_command(int argc, char** argv) {
 
   data::DataSpec data_spec;
   const data::DatasetSplits splits = load_data(args, &data_spec);
-  const nn::ModelSpec ms = model_spec(args, splits.train, seed);
+  const nn::ModelSpec ms = model_spec(args, splits.train, seed, args.get_string("init"));
   options.train = training_options(args, data_spec, seed);
   options.strength_warmup_epochs =
       static_cast<float>(args.get_double("strength-warmup", 0.0, static_cast<double>(options.train.epochs)));

@@ -30,7 +30,7 @@ int run_train(int argc, char** argv) {
                  "epoch; --resume continues a run exactly).");
   args.common_options(/*with_data=*/true, /*with_out=*/true);
   std::vector<std::string> models(nn::model_names().begin(), nn::model_names().end());
-  args.choice("model", models, "architecture", "resnet20");
+  args.choice("model", models, "architecture (with --init or --resume: the checkpoint's)", "resnet20");
   args.option("epochs", "N", "training epochs", "15");
   args.option("batch", "B", "batch size", "128");
   args.option("lr", "LR", "peak learning rate", "0.1");
@@ -86,16 +86,9 @@ int run_train(int argc, char** argv) {
   if (const int64_t n = args.get_int("train-subset", 0, splits.train.size()); n > 0) splits.train = splits.train.slice(0, n);
   if (const int64_t n = args.get_int("test-subset", 0, splits.test.size()); n > 0) splits.test = splits.test.slice(0, n);
 
-  nn::ModelSpec ms;
-  ms.arch = args.get_string("model");
-  ms.in_channels = splits.train.channels;
-  ms.image_height = splits.train.height;
-  ms.image_width = splits.train.width;
-  ms.num_classes = splits.train.num_classes();
-  ms.shortcut = nn::parse_shortcut(args.get_string("shortcut"));
-  ms.width = args.get_int("width", 0, 4096);
-  ms.zero_init_residual = args.get_flag("zero-init-residual");
-  ms.seed = seed;
+  const std::string start_from = !args.get_string("init").empty() ? args.get_string("init") : args.get_string("resume");
+  nn::ModelSpec ms = model_spec(args, splits.train, seed, start_from);
+  if (start_from.empty()) ms.zero_init_residual = args.get_flag("zero-init-residual");
   std::unique_ptr<nn::Module> model = nn::make_model(ms);
   QuantizationSetup qat = apply_quantization_options(args, *model, ms);
 

@@ -23,14 +23,15 @@ data::DatasetSplits load_data(const ArgParser& args, data::DataSpec* spec_out) {
 }
 
 void add_model_options(ArgParser& args) {
-  args.choice("model", nn::model_names(), "architecture", "resnet20");
+  args.choice("model", nn::model_names(), "architecture (with --init: the checkpoint's)", "resnet20");
   args.choice("shortcut", {"A", "B"},
               "ResNet shortcut where the shape changes: A = identity with zero-padded channels, B = 1x1 projection",
               "A");
   args.option("width", "W", "base width (0 = the architecture's default)", "0");
 }
 
-nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed) {
+nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed,
+                         const std::string& checkpoint) {
   nn::ModelSpec ms;
   ms.arch = args.get_string("model");
   ms.in_channels = train.channels;
@@ -40,6 +41,27 @@ nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint
   ms.shortcut = nn::parse_shortcut(args.get_string("shortcut"));
   ms.width = args.get_int("width", 0, 4096);
   ms.seed = seed;
+  if (checkpoint.empty()) return ms;
+  nn::MetadataReadOptions read_options;
+  read_options.resolve_bit_config_file = false;  // only the architecture is wanted here
+  const std::optional<nn::ModelSpec> recorded =
+      nn::read_run_metadata(nn::load_checkpoint(checkpoint), checkpoint, read_options).model;
+  if (!recorded) return ms;
+  auto check = [&](const char* flag, const std::string& given, const std::string& stored) {
+    if (args.given(flag) && given != stored)
+      throw UsageError(fmt::format("--{} {} contradicts {}, which holds a model with {} {}; leave the flag out (the "
+                                   "architecture comes from the checkpoint)",
+                                   flag, given, checkpoint, flag, stored));
+  };
+  check("model", ms.arch, recorded->arch);
+  check("width", std::to_string(ms.width), std::to_string(recorded->width));
+  check("shortcut", std::string(nn::shortcut_name(ms.shortcut)), std::string(nn::shortcut_name(recorded->shortcut)));
+  ms.arch = recorded->arch;
+  ms.width = recorded->width;
+  ms.shortcut = recorded->shortcut;
+  ms.zero_init_residual = recorded->zero_init_residual;
+  // Image shape and classes stay the data set's: a mismatch with the checkpoint is reported
+  // when its weights are loaded, naming the layer.
   return ms;
 }
 

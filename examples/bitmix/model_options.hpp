@@ -20,7 +20,12 @@ data::DatasetSplits load_data(const ArgParser& args, data::DataSpec* spec_out = 
 
 // --model, --shortcut, --width.
 void add_model_options(ArgParser& args);
-nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed);
+// The architecture from --model/--shortcut/--width. With `checkpoint` (the --init or --resume file) whose metadata records a model, that
+// model is the default instead: a checkpoint knows what it holds, so fine-tuning a width-8
+// network needs no --width 8. A flag given explicitly that contradicts the checkpoint is a
+// UsageError naming both values.
+nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint64_t seed,
+                         const std::string& checkpoint = {});
 // "bitmix <command> <args...>" (arguments with spaces or quotes quoted), for checkpoint provenance.
 std::string command_line(int argc, char** argv);
 // The run description a subcommand gives the checkpoints it writes: the model, the --data

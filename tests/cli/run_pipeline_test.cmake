@@ -4,7 +4,7 @@
 # benchmark, and the report that reads every stage's JSON. It proves the stages still read what
 # the previous ones write; accuracy is not the point at this size.
 file(REMOVE_RECURSE "${WORK_DIR}")
-set(common --data fashion-mnist --seed 1 --no-progress --threads 1 --train-subset 256 --test-subset 128 --width 4)
+set(common --data fashion-mnist --seed 1 --no-progress --threads 1 --train-subset 256 --test-subset 128)
 
 function(run what)
   execute_process(COMMAND "${BITMIX}" ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -14,7 +14,14 @@ function(run what)
   set(last_output "${out}" PARENT_SCOPE)
 endfunction()
 
-run("float training" train ${common} --model resnet20 --epochs 1 --batch 64 --out "${WORK_DIR}/float")
+run("float training" train ${common} --model resnet20 --width 4 --epochs 1 --batch 64 --out "${WORK_DIR}/float")
+# Later stages take the architecture (width 4) from the checkpoint; a flag that contradicts it is
+# a usage error.
+execute_process(COMMAND "${BITMIX}" train ${common} --init "${WORK_DIR}/float/model.ckpt" --width 8 --epochs 1
+                        --out "${WORK_DIR}/contradiction" RESULT_VARIABLE result ERROR_VARIABLE err)
+if(NOT result EQUAL 2 OR NOT err MATCHES "--width 8 contradicts")
+  message(FATAL_ERROR "train --init with a contradicting --width: exit ${result}, expected 2:\n${err}")
+endif()
 run("uniform W3A3" train ${common} --quant lsq --wbits 3 --abits 3 --init "${WORK_DIR}/float/model.ckpt"
     --epochs 1 --batch 64 --lr 0.01 --out "${WORK_DIR}/uniform")
 run("EBS search" search ${common} --init "${WORK_DIR}/float/model.ckpt" --budget-avg-bits 3 --wbits 2,3,4
