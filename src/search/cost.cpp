@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
@@ -83,20 +84,45 @@ LatencyTable LatencyTable::load(const std::filesystem::path& path) {
 LatencyTable LatencyTable::parse(std::string_view text, std::string_view source) {
   const std::string file(source);
   const nlohmann::json json = bitmix::detail::parse_json_strict(text, file);
+  // Integers are read only from JSON integers in range: nlohmann's get<int>() of 1e20 or of
+  // 377777777777777777777 is an out-of-range float conversion (undefined behaviour; found by the
+  // latency_table fuzz target).
+  auto integer = [&](const nlohmann::json& object, const char* key, int64_t lo, int64_t hi, const std::string& where) {
+    if (!object.contains(key))
+      throw FormatError(fmt::format("{}: malformed latency table: {}missing \"{}\"", file, where, key));
+    const nlohmann::json& v = object.at(key);
+    const bool fits = v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{1} << 62) &&
+                      v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    if (!fits)
+      throw FormatError(fmt::format("{}: {}\"{}\" = {}: expected an integer from {} to {}", file, where, key, v.dump(), lo,
+                                    hi));
+    return static_cast<int>(v.get<int64_t>());
+  };
   try {
     if (!json.is_object() || json.value("format", "") != "bitmix-latency-table")
       throw FormatError(fmt::format("{}: not a bitmix latency table (\"format\" must be \"bitmix-latency-table\")", file));
-    if (json.value("version", 0) != 1)
+    if (!json.contains("version") || json.at("version") != 1)
       throw FormatError(fmt::format("{}: latency table version {}, this bitmix reads version 1", file,
-                                    json.value("version", 0)));
-    LatencyTable table(json.value("machine", ""), json.at("batch").get<int>(), json.at("threads").get<int>());
-    if (table.batch_ < 1 || table.threads_ < 1)
-      throw FormatError(fmt::format("{}: batch {} and threads {} must be >= 1", file, table.batch_, table.threads_));
+                                    json.contains("version") ? json.at("version").dump() : std::string("(none)")));
+    const int batch = integer(json, "batch", std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), "");
+    const int threads = integer(json, "threads", std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), "");
+    if (batch < 1 || threads < 1)
+      throw FormatError(fmt::format("{}: batch {} and threads {} must be >= 1", file, batch, threads));
+    LatencyTable table(json.value("machine", ""), batch, threads);
+    if (!json.at("layers").is_array()) throw FormatError(fmt::format("{}: malformed latency table: \"layers\" is not an array", file));
     for (const auto& layer : json.at("layers")) {
       const std::string name = layer.at("name").get<std::string>();
+      if (!layer.at("entries").is_array())
+        throw FormatError(fmt::format("{}: malformed latency table: layer '{}': \"entries\" is not an array", file, name));
       for (const auto& entry : layer.at("entries")) {
+        const std::string where = fmt::format("layer '{}': ", name);
+        // Any int passes here; set() checks 1..8 and names the entry (W9A2).
+        constexpr int64_t lo = std::numeric_limits<int>::min(), hi = std::numeric_limits<int>::max();
+        const int w = integer(entry, "w_bits", lo, hi, where), a = integer(entry, "a_bits", lo, hi, where);
+        if (!entry.contains("ms") || !entry.at("ms").is_number())
+          throw FormatError(fmt::format("{}: malformed latency table: {}W{}A{}: \"ms\" is not a number", file, where, w, a));
         try {
-          table.set(name, entry.at("w_bits").get<int>(), entry.at("a_bits").get<int>(), entry.at("ms").get<double>());
+          table.set(name, w, a, entry.at("ms").get<double>());
         } catch (const ArgumentError& e) {
           throw FormatError(fmt::format("{}: {}", file, e.what()));
         }

@@ -187,6 +187,17 @@ TEST_F(LatencyTableFile, RejectsMalformedFiles) {
       "{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":1,\"threads\":1,\"layers\":"
       "[{\"name\":\"a\",\"entries\":[{\"w_bits\":2,\"a_bits\":2,\"ms\":1e400}]}]}",
       "number overflow");
+  // Integers out of int's range or written as reals (the latency_table fuzz target found the
+  // first: nlohmann's get<int>() of it is undefined behaviour).
+  const std::string head = "{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":1,\"threads\":1,\"layers\":"
+                           "[{\"name\":\"a\",\"entries\":[{\"w_bits\":";
+  expect_format_error(head + "377777777777777777777,\"a_bits\":2,\"ms\":1}]}]}", "\"w_bits\" = 3.777777777777778e+20: expected an integer");
+  expect_format_error(head + "2,\"a_bits\":1e20,\"ms\":1}]}]}", "\"a_bits\" = 1e+20: expected an integer");
+  expect_format_error(head + "2,\"a_bits\":2,\"ms\":\"1\"}]}]}", "\"ms\" is not a number");
+  expect_format_error("{\"format\":\"bitmix-latency-table\",\"version\":1e30,\"batch\":1,\"threads\":1,\"layers\":[]}",
+                      "version 1e+30");
+  expect_format_error("{\"format\":\"bitmix-latency-table\",\"version\":1,\"batch\":1.5,\"threads\":1,\"layers\":[]}",
+                      "\"batch\" = 1.5");
   EXPECT_THROW(LatencyTable::load(dir_ / "missing.json"), IoError);
 }
 
