@@ -14,6 +14,7 @@ packages=(
   dataset-fashion-mnist          # Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist
   libjpeg-dev                    # ../shared/data/cifar10/make-cifar10-bin.sh decodes the JPEG copy
   g++-aarch64-linux-gnu qemu-user  # the NEON kernels are cross-built and run under emulation
+  clang-14 libclang-rt-14-dev    # scripts/fuzz.sh: the libFuzzer targets in tests/fuzz build with Clang
 )
 for arg in "$@"; do
   case "$arg" in
