@@ -2,6 +2,7 @@
 // train --init, search --init and the later stages read like any other.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -18,6 +19,7 @@
 namespace bitmix::cli {
 namespace {
 
+#if BITMIX_HAVE_ONNX
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;
   std::stringstream in(text);
@@ -37,6 +39,7 @@ std::vector<float> float_list(const ArgParser& args, const char* name) {
   }
   return out;
 }
+#endif
 
 int run_import(int argc, char** argv) {
   // `bitmix import model.onnx --out DIR`: the file may come first, without a flag.
@@ -105,6 +108,7 @@ int run_import(int argc, char** argv) {
   std::cout << fmt::format("wrote {}\n", path.string());
   return 0;
 #else
+  (void)seed;
   throw Error("this bitmix was built without ONNX support: install libonnx-dev and libprotobuf-dev "
               "(scripts/setup-debian.sh) and reconfigure (BITMIX_WITH_ONNX=AUTO or ON)");
 #endif

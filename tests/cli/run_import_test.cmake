@@ -1,6 +1,7 @@
 # cmake -P script: bitmix import of PyTorch-exported CNNs (tests/onnx/make_torch_models.py), then
 # the imported checkpoints through QAT (train --init --quant) and an EBS search (search --init) on
-# a few Fashion-MNIST images; export of a graph model is refused naming what is missing. Bad
+# a few Fashion-MNIST images; the imported ResNet is exported and evaluated on the integer runtime
+# with parity to its fake-quant model, the MobileNet-style one (ReLU6) is refused naming the node. Bad
 # files exit 1 without writing the output directory; a missing argument exits 2.
 # Skipped (the test's SKIP_REGULAR_EXPRESSION) when PyTorch is not installed.
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -60,5 +61,18 @@ string(FIND "${bits}" "layer2_0_shortcut_0" at)
 if(at EQUAL -1)
   message(FATAL_ERROR "the searched BitConfig does not name the imported layers:\n${bits}")
 endif()
-expect_exit(2 "Graph" "export of a graph model" export --init "${WORK_DIR}/resnet-qat/model.ckpt"
-            --out "${WORK_DIR}/resnet.bmx")
+# The imported ResNet deploys: export, then integer evaluation against its fake-quant model.
+run("export resnet" export --init "${WORK_DIR}/resnet-qat/model.ckpt" --out "${WORK_DIR}/resnet.bmx")
+run("eval resnet" eval --model "${WORK_DIR}/resnet.bmx" --data fashion-mnist --test-subset 128 --threads 1
+    --no-progress --compare "${WORK_DIR}/resnet-qat/model.ckpt" --json "${WORK_DIR}/resnet-eval.json")
+file(READ "${WORK_DIR}/resnet-eval.json" eval_json)
+string(JSON agreement GET "${eval_json}" compare top1_agreement)
+if(agreement LESS 0.995)
+  message(FATAL_ERROR "integer runtime vs fake-quant model of the imported ResNet: top-1 agreement ${agreement}")
+endif()
+# ReLU6 has no runtime op yet: the export names the node.
+expect_exit(2 "(relu6): the integer runtime has no op for it" "export of the MobileNet-style model" export
+            --init "${WORK_DIR}/mobilenet-qat/model.ckpt" --out "${WORK_DIR}/mobilenet.bmx")
+if(EXISTS "${WORK_DIR}/mobilenet.bmx")
+  message(FATAL_ERROR "a refused export wrote ${WORK_DIR}/mobilenet.bmx")
+endif()
