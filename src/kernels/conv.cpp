@@ -16,6 +16,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "conv_internal.hpp"
+#include "family_internal.hpp"
 #include "kernel_table.hpp"
 #include "layout.hpp"
 
@@ -63,6 +64,9 @@ ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& wei
   g.stride_w = params.stride_w;
   g.pad_h = params.pad_h;
   g.pad_w = params.pad_w;
+  g.family = params.family;
+  if (params.family != KernelFamily::automatic && kernel_family_name(params.family) == "unknown")
+    throw ArgumentError(fmt::format("{}: unknown kernel family {}", what, static_cast<int>(params.family)));
   g.out_height = conv_output_size(g.height, g.kernel_h, params.stride_h, params.pad_h, what);
   g.out_width = conv_output_size(g.width, g.kernel_w, params.stride_w, params.pad_w, what);
   // Every partial sum of the bit-serial decomposition stays below reduction * 2^(M + K + 1);
@@ -305,18 +309,25 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int border = input.border();
   const int act_bits = input.bits();
   const int32_t z = input.quant().zero_point;
-  // Dense layers take the bit-serial path or, for wide bitwidths where M * K plane products cost
-  // more than multiplying the codes, the unpacked integer path (same exact accumulators).
+  // The family: int8 dot products of unpacked codes, or the popcount family, whose dense layers
+  // take the bit-serial path or, for wide bitwidths where M * K plane products cost more than
+  // multiplying the codes, the unpacked int16 path (all the same exact accumulators).
+  const Int8Table& int8_kernels = int8_table();
+  // (A forced dense path, the tests' hook into the popcount family, makes `automatic` popcount.)
+  const KernelFamily requested =
+      g.family == KernelFamily::automatic && dense_path() != DensePath::automatic ? KernelFamily::popcount : g.family;
+  const bool int8 = resolve_family(requested, spec, act_bits, table, int8_kernels) == KernelFamily::int8;
   bool integer = false;
-  if (!spec.depthwise) {
-    const int64_t bit_serial_cost =
-        int64_t{spec.bits} * act_bits * g.kernel_h * weights.words_per_row() * table.bit_pair_word_cost;
-    const int64_t integer_cost = g.kernel_h * g.kernel_w * weights.channel_pairs() * table.integer_pair_cost;
+  if (!spec.depthwise && !int8) {
+    const DenseCosts costs = dense_costs(spec, act_bits, table, int8_kernels);
     const DensePath path = dense_path();
-    integer = path == DensePath::integer || (path == DensePath::automatic && integer_cost < bit_serial_cost);
+    integer = path == DensePath::integer || (path == DensePath::automatic && costs.integer16 < costs.bit_serial);
   }
-  // The integer path multiplies the true weight values: no odd-level correction there.
-  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && !integer;
+  // Window code sums S per output pixel: the bit-serial odd levels need -(2^M - 1) * S (their
+  // planes count +-1 digits); the int8 family's halved 8-bit odd levels need +S
+  // (w = 2 v + 1); the int16 path multiplies the true weight values.
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise &&
+                   (int8 ? int8_halves_weights(spec) : !integer);
 
   // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
   std::vector<int32_t> lane_offsets(static_cast<std::size_t>(blocks * kLanes), 0);
@@ -330,7 +341,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int64_t prefix_row = input.stored_width() + 1, prefix_image = (input.stored_height() + 1) * prefix_row;
   uint32_t* prefix = odd && !odd_direct ? scratch(prefix_buffer, g.batch * prefix_image) : nullptr;
   if (prefix) code_sum_prefix(input, table, prefix);
-  const auto odd_factor = static_cast<uint32_t>(-((1 << spec.bits) - 1));
+  const auto odd_factor = int8 ? 1u : static_cast<uint32_t>(-((1 << spec.bits) - 1));
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
   thread_local AlignedVector<uint16_t> codes16_buffer;
@@ -341,6 +352,17 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     if (static_cast<int64_t>(codes16_buffer.size()) < size) codes16_buffer.resize(static_cast<std::size_t>(size));
     codes16 = codes16_buffer.data();
     unpack_codes16(input, codes16);
+  }
+  thread_local AlignedVector<uint8_t> codes8_buffer;
+  const int64_t c4 = round_up(g.channels, 4);
+  uint8_t* codes8 = nullptr;
+  Int8Tile int8_settings;
+  if (int8) {
+    const int64_t size = g.batch * input.stored_height() * input.stored_width() * c4 + 64;
+    if (static_cast<int64_t>(codes8_buffer.size()) < size) codes8_buffer.resize(static_cast<std::size_t>(size));
+    codes8 = codes8_buffer.data();
+    unpack_codes8(input, codes8);
+    int8_settings = int8_tile_settings(spec, act_bits);
   }
   const int64_t window_h = g.kernel_h * prefix_row, window_w = g.kernel_w;
 
@@ -398,9 +420,11 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
       walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
-                  spec.depthwise || integer ? window_rows.data() : nullptr, window_cols.data());
+                  spec.depthwise || integer || int8 ? window_rows.data() : nullptr, window_cols.data());
       if (integer)
         for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c2;
+      if (int8)
+        for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c4;
       for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
         in_offsets[q] = in_offsets[pixels - 1];
         window_rows[q] = window_rows[pixels - 1];
@@ -423,6 +447,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           t.pixels = pixels;
           t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
           table.depthwise_tile(t, acc.data());
+        } else if (int8) {
+          Int8Tile t = int8_settings;
+          t.weights = weights.int8_quads().data() + block * g.kernel_h * g.kernel_w * weights.channel_quads() * kLanes * 4;
+          t.codes = codes8;
+          t.pixel_offsets = in_offsets.data();
+          t.pixels = pixels;
+          t.row_stride = sw * c4;
+          t.pixel_stride = c4;
+          t.kernel_h = static_cast<int>(g.kernel_h);
+          t.kernel_w = static_cast<int>(g.kernel_w);
+          t.quads = static_cast<int>(weights.channel_quads());
+          int8_kernels.int8_tile(t, acc.data());
         } else if (integer) {
           IntegerTile t;
           t.weights = weights.integer_pairs().data() + block * g.kernel_h * g.kernel_w * weights.channel_pairs() * kLanes * 2;
@@ -523,13 +559,14 @@ void check_gemm(const PackedActivations& input, const PackedWeights& weights) {
 }
 }  // namespace
 
-void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out) {
+void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out,
+          KernelFamily family) {
   check_gemm(input, weights);
   const Shape shape{input.batch(), weights.spec().out_channels};
   if (out.shape() != shape) out = Tensor(shape);
   out.reshape({input.batch(), weights.spec().out_channels, 1, 1});
   try {
-    conv2d(input, weights, Conv2dParams{}, epilogue, out);
+    conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
   } catch (...) {
     out.reshape(shape);
     throw;
@@ -538,9 +575,9 @@ void gemm(const PackedActivations& input, const PackedWeights& weights, const Ep
 }
 
 void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-          PackedActivations& out) {
+          PackedActivations& out, KernelFamily family) {
   check_gemm(input, weights);
-  conv2d(input, weights, Conv2dParams{}, epilogue, out);
+  conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
 }
 
 }  // namespace bitmix::kernels

@@ -12,6 +12,7 @@ struct ConvGeometry {
   int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   int64_t out_height = 0, out_width = 0;
+  KernelFamily family = KernelFamily::automatic;  // as requested (Conv2dParams::family)
 };
 
 // Validates everything conv2d needs and returns the geometry; throws bitmix::Error subclasses.
