@@ -361,7 +361,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     const int64_t size = g.batch * input.stored_height() * input.stored_width() * c4 + 64;
     if (static_cast<int64_t>(codes8_buffer.size()) < size) codes8_buffer.resize(static_cast<std::size_t>(size));
     codes8 = codes8_buffer.data();
-    unpack_codes8(input, codes8);
+    unpack_codes8(input, int8_kernels, codes8);
     int8_settings = int8_tile_settings(spec, act_bits);
   }
   const int64_t window_h = g.kernel_h * prefix_row, window_w = g.kernel_w;

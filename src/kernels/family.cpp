@@ -78,41 +78,27 @@ Int8Tile int8_tile_settings(const WeightSpec& spec, int act_bits) {
   return t;
 }
 
-namespace {
-// spread[b] has bit t of byte b at bit 0 of byte t: ORing spread[b] << j into 8 codes sets
-// plane j of 8 channels at once.
-struct ByteSpread {
-  uint64_t table[256];
-  constexpr ByteSpread() : table() {
-    for (int b = 0; b < 256; ++b)
-      for (int t = 0; t < 8; ++t) table[b] |= static_cast<uint64_t>((b >> t) & 1) << (8 * t);
-  }
-};
-constexpr ByteSpread kSpread;
-}  // namespace
-
-void unpack_codes8(const PackedActivations& input, uint8_t* codes) {
+void unpack_codes8(const PackedActivations& input, const Int8Table& table, uint8_t* codes) {
   const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
   const int64_t c4 = round_up(c, 4), pixel_bytes = input.pixel_bits() / 8;
   const int planes = input.bits();
-  parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
+  // A row stream of pixels of Cs = 8 * pixel_bytes channels expands into [pixel][Cs] bytes; when
+  // Cs == C4 that is the output row itself, otherwise each pixel keeps its first C4 bytes (the
+  // padding channels are zero bits in the planes).
+  const bool direct = c4 == 8 * pixel_bytes;
+  const int64_t row_bytes = sw * pixel_bytes;
+  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, row_bytes * 8 * planes));
+  parallel_for(input.batch() * sh, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> wide(direct ? 0 : static_cast<std::size_t>(row_bytes * 8));
     const uint8_t* plane_rows[8] = {};
     for (int64_t nr = begin; nr < end; ++nr) {
       const int64_t n = nr / sh, r = nr % sh;
       for (int j = 0; j < planes; ++j) plane_rows[j] = input.data() + input.row_offset(n, r, j);
       uint8_t* out = codes + nr * sw * c4;
-      // Packed byte b of the row holds channels 8 (b % pixel_bytes) .. + 7 of pixel b / pixel_bytes;
-      // a pixel keeps its first c4 <= 8 * pixel_bytes of them (padding channels are zero bits).
-      for (int64_t x = 0; x < sw; ++x) {
-        uint8_t* pixel = out + x * c4;
-        for (int64_t b = 0; b < pixel_bytes; ++b) {
-          const int64_t at = x * pixel_bytes + b;
-          uint64_t v = 0;
-          for (int j = 0; j < planes; ++j) v |= kSpread.table[plane_rows[j][at]] << j;
-          const int64_t count = std::min<int64_t>(8, c4 - 8 * b);
-          std::memcpy(pixel + 8 * b, &v, static_cast<std::size_t>(count));
-        }
-      }
+      table.expand_planes(plane_rows, planes, row_bytes, direct ? out : wide.data());
+      if (!direct)
+        for (int64_t x = 0; x < sw; ++x)
+          std::memcpy(out + x * c4, wide.data() + x * 8 * pixel_bytes, static_cast<std::size_t>(c4));
     }
   });
 }

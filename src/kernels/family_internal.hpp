@@ -31,6 +31,6 @@ Int8Tile int8_tile_settings(const WeightSpec& spec, int act_bits);
 
 // All codes of the stored input (border included) as uint8 [n][stored row][stored col][round_up(C, 4)],
 // channels past C zero; `codes` holds that many bytes.
-void unpack_codes8(const PackedActivations& input, uint8_t* codes);
+void unpack_codes8(const PackedActivations& input, const Int8Table& table, uint8_t* codes);
 
 }  // namespace bitmix::kernels::detail

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "int8/int8_scalar_tile.hpp"
 #include "int8/int8_table.hpp"
 #include "kernel_table.hpp"
 
@@ -90,10 +91,37 @@ void int8_tile(const Int8Tile& t, int32_t* out) {
     for (int q0 = 0; q0 < t.pixels; q0 += 6) tile_block<false>(t, q0, out);
 }
 
+// 32 bits of each plane at once: each of 4 bytes copied to 8 byte lanes (VPSHUFB), the lane's
+// bit tested against 1, 2, 4, ... 128 (VPCMPEQB) and kept as 1 << j.
+void expand_planes(const uint8_t* const* plane_rows, int planes, int64_t bytes, uint8_t* out) {
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                                          3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  int64_t b = 0;
+  for (; b + 4 <= bytes; b += 4) {
+    __m256i v = _mm256_setzero_si256();
+    for (int j = 0; j < planes; ++j) {
+      int32_t word;
+      __builtin_memcpy(&word, plane_rows[j] + b, 4);
+      // the 4 bytes in both 128-bit halves, so VPSHUFB (per half) can reach bytes 2 and 3 too
+      const __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32(word), spread);
+      const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit);
+      v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi8(static_cast<char>(1 << j))));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * b), v);
+  }
+  if (b < bytes) {
+    const uint8_t* rest[8];
+    for (int j = 0; j < planes; ++j) rest[j] = plane_rows[j] + b;
+    int8_scalar::expand_planes(rest, planes, bytes - b, out + 8 * b);
+  }
+}
+
 }  // namespace
 
 constinit const Int8Table kInt8Avx2Table = {
     int8_tile,
+    expand_planes,
     5,   // broadcast + 2 x (VPMADDUBSW + VPADDW) ymm ops (KernelTable AVX2 units)
     11,  // broadcast, 3 ops for the nibbles, 4 x (VPMADDUBSW + VPADDW)
 };

@@ -10,6 +10,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "int8/int8_scalar_tile.hpp"
 #include "int8/int8_table.hpp"
 #include "kernel_table.hpp"
 
@@ -51,10 +52,31 @@ void int8_tile(const Int8Tile& t, int32_t* out) {
   }
 }
 
+// 64 bits of each plane at once: VPMOVM2B-style masked moves put 1 << j in the byte of every
+// set bit (AVX-512 BW).
+void expand_planes(const uint8_t* const* plane_rows, int planes, int64_t bytes, uint8_t* out) {
+  int64_t b = 0;
+  for (; b + 8 <= bytes; b += 8) {
+    __m512i v = _mm512_setzero_si512();
+    for (int j = 0; j < planes; ++j) {
+      uint64_t bits;
+      __builtin_memcpy(&bits, plane_rows[j] + b, 8);
+      v = _mm512_or_si512(v, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(static_cast<char>(1 << j))));
+    }
+    _mm512_storeu_si512(out + 8 * b, v);
+  }
+  if (b < bytes) {
+    const uint8_t* rest[8];
+    for (int j = 0; j < planes; ++j) rest[j] = plane_rows[j] + b;
+    int8_scalar::expand_planes(rest, planes, bytes - b, out + 8 * b);
+  }
+}
+
 }  // namespace
 
 constinit const Int8Table kInt8Avx512VnniTable = {
     int8_tile,
+    expand_planes,
     2,  // broadcast + VPDPBUSD zmm ops (KernelTable AVX-512 units: 3 per bit-plane pair word)
     2,
 };

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "int8/int8_scalar_tile.hpp"
 #include "int8/int8_table.hpp"
 #include "kernel_table.hpp"
 
@@ -66,6 +67,7 @@ void int8_tile(const Int8Tile& t, int32_t* out) {
 
 constinit const Int8Table kInt8NeonTable = {
     int8_tile,
+    int8_scalar::expand_planes,
     24,  // 4 x (SMLAL x 4) per pixel plus the widening, in KernelTable NEON units
     24,
 };

@@ -30,5 +30,23 @@ inline void int8_tile(const Int8Tile& t, int32_t* out) {
   }
 }
 
+// spread[b] has bit t of byte b at bit 0 of byte t.
+struct ByteSpread {
+  uint64_t table[256];
+  constexpr ByteSpread() : table() {
+    for (int b = 0; b < 256; ++b)
+      for (int t = 0; t < 8; ++t) table[b] |= static_cast<uint64_t>((b >> t) & 1) << (8 * t);
+  }
+};
+constexpr ByteSpread kSpread;
+
+inline void expand_planes(const uint8_t* const* plane_rows, int planes, int64_t bytes, uint8_t* out) {
+  for (int64_t b = 0; b < bytes; ++b) {
+    uint64_t v = 0;
+    for (int j = 0; j < planes; ++j) v |= kSpread.table[plane_rows[j][b]] << j;
+    std::memcpy(out + 8 * b, &v, 8);
+  }
+}
+
 }  // namespace
 }  // namespace bitmix::kernels::detail::int8_scalar

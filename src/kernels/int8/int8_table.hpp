@@ -38,8 +38,14 @@ struct Int8Tile {
   int shift = 0;  // 1 for 8-bit odd levels, stored as (w - 1) / 2 (see int8_weight_value)
 };
 
+// Expands `bytes` bytes of `planes` plane rows into one byte per bit:
+//   out[8 b + t] = sum over j < planes of ((plane_rows[j][b] >> t) & 1) << j
+// (a row stream whose pixels are a multiple of 4 channels becomes the [pixel][C4] codes).
+using ExpandPlanesFn = void (*)(const uint8_t* const* plane_rows, int planes, int64_t bytes, uint8_t* out);
+
 struct Int8Table {
   void (*int8_tile)(const Int8Tile& tile, int32_t* out);
+  ExpandPlanesFn expand_planes;
   // Relative cost of one channel quad for 16 output channels, in the units of KernelTable's
   // bit_pair_word_cost of the same ISA (the family chooser compares them); with split nibbles.
   int quad_cost;
