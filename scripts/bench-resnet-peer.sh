@@ -30,11 +30,13 @@ run() {  # run NAME [ENV...]
     --benchmark_filter="${BENCH_FILTER:-.}" --benchmark_format=json --benchmark_out="$out/$name.json" \
     --benchmark_out_format=json >/dev/null
 }
-run avx2 BITMIX_MAX_ISA=avx2 DNNL_MAX_CPU_ISA=AVX2
-run avx512vnni BITMIX_MAX_ISA=avx512vnni DNNL_MAX_CPU_ISA=AVX512_CORE_VNNI
+if [ -z "${BENCH_PARSE_ONLY:-}" ]; then  # BENCH_PARSE_ONLY=1: only print the tables of an earlier run
+  run avx2 BITMIX_MAX_ISA=avx2 DNNL_MAX_CPU_ISA=AVX2
+  run avx512vnni BITMIX_MAX_ISA=avx512vnni DNNL_MAX_CPU_ISA=AVX512_CORE_VNNI
+fi
 
 python3 - "$out" <<'PY'
-import json, sys
+import json, re, sys
 out = sys.argv[1]
 for cap in ("avx2", "avx512vnni"):
     with open(f"{out}/{cap}.json") as f:
@@ -43,7 +45,7 @@ for cap in ("avx2", "avx512vnni"):
     for b in run["benchmarks"]:
         if b.get("aggregate_name") != "median":
             continue
-        name = b["run_name"].removesuffix("/real_time")
+        name = re.sub(r"/min_time:[^/]+", "", b["run_name"]).removesuffix("/real_time")
         med[name] = b["cpu_time"]
         label[name] = b.get("label", "")
     print(f"\n### cap {cap} (one thread; median of {run['benchmarks'][0].get('repetitions', '?')} repetitions, CPU time, us)\n")
