@@ -10,7 +10,8 @@
 #   scripts/allocation-table.sh FLOAT_CKPT OUT
 #
 # Environment: BITMIX (binary; default build/bin/bitmix), THREADS (2), SEED (1),
-# SENS (sensitivity images, 1024), CALIB (calibration images, 1024), RANDOM (30).
+# SENS (sensitivity images, 1024), CALIB (calibration images, 1024), RANDOM_CONFIGS (30),
+# TEST (test images each PTQ model is evaluated on, 0 = all), HAWQ_ITERATIONS (100).
 # One CLADO measurement (OUT/clado-cache.txt) serves every budget and the independent allocator.
 set -euo pipefail
 [[ $# -eq 2 ]] || { sed -n '2,15p' "$0" >&2; exit 2; }
@@ -18,6 +19,7 @@ float=$1 out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 bitmix=${BITMIX:-$root/build/bin/bitmix}
 threads=${THREADS:-2} seed=${SEED:-1} sens=${SENS:-1024} calib=${CALIB:-1024} random=${RANDOM_CONFIGS:-30}
+test_images=${TEST:-0} hawq_iterations=${HAWQ_ITERATIONS:-100}
 common=(--seed "$seed" --threads "$threads" --no-progress)
 sets=(--calib-images "$calib" --sens-images "$sens")
 mkdir -p "$out"
@@ -35,7 +37,7 @@ echo "size budgets (KiB) between uniform W3 ($lo) and W8 ($hi): $budgets"
 quantize() {  # DIR [extra quantize flags]: PTQ of DIR/bits.json into DIR/ptq
   local dir=$1; shift
   [[ -f $dir/ptq/summary.json ]] || "$bitmix" quantize "${common[@]}" --init "$float" --bits "$dir/bits.json" \
-    --calib-images "$calib" "$@" --out "$dir/ptq" > /dev/null
+    --calib-images "$calib" --test-subset "$test_images" "$@" --out "$dir/ptq" > /dev/null
 }
 
 k=0
@@ -46,7 +48,7 @@ for b in $budgets; do
     extra=()
     [[ $method == clado && $k == 3 ]] && extra=(--evaluate-random "$random")
     [[ -f $dir/summary.json ]] || "$bitmix" allocate "${common[@]}" --init "$float" --method "$method" \
-      --budget-size-kb "$b" "${sets[@]}" --cache "$out/clado-cache.txt" "${extra[@]}" --out "$dir" > "$dir.log" 2>&1 \
+      --budget-size-kb "$b" "${sets[@]}" --cache "$out/clado-cache.txt" --hawq-iterations "$hawq_iterations" "${extra[@]}" --out "$dir" > "$dir.log" 2>&1 \
       || { cat "$dir.log" >&2; exit 1; }
     quantize "$dir"
   done
@@ -62,7 +64,7 @@ for cfg in 4:8 3:8 8:4; do
     flags=(--calibrator "${variant%-bc}")
     [[ $variant == *-bc ]] && flags+=(--bias-correction)
     [[ -f $dir/$variant/summary.json ]] || "$bitmix" quantize "${common[@]}" --init "$float" --bits "$dir/bits.json" \
-      --calib-images "$calib" "${flags[@]}" --out "$dir/$variant" > /dev/null
+      --calib-images "$calib" --test-subset "$test_images" "${flags[@]}" --out "$dir/$variant" > /dev/null
   done
 done
 

@@ -33,6 +33,7 @@ int run_quantize(int argc, char** argv) {
   args.flag("bias-correction", "correct the output shift each layer's weight quantization causes (docs/allocation.md)");
   args.option("test-subset", "N", "evaluate on the first N test images only (0 = all)", "0");
   args.option("eval-batch", "B", "evaluation batch size", "256");
+  args.flag("no-progress", "no progress bars");
   if (!args.parse(argc, argv)) return 0;
   const uint64_t seed = args.apply_common();
   const int64_t calib_images = args.get_int("calib-images", 1, 1 << 30);
@@ -41,6 +42,7 @@ int run_quantize(int argc, char** argv) {
   nn::PtqOptions options = ptq_options(args);
   options.bias_correction = args.get_flag("bias-correction");
   const std::filesystem::path out = args.get_string("out");
+  const std::string float_label = args.get_flag("no-progress") ? "" : "float", ptq_label = float_label.empty() ? "" : "ptq";
 
   const FloatCheckpoint ckpt = load_float_checkpoint(args.get_string("init"));
   const std::string bits_path = args.get_string("bits");
@@ -52,13 +54,13 @@ int run_quantize(int argc, char** argv) {
 
   Stopwatch watch;
   std::unique_ptr<nn::Module> model = ckpt.make_model();
-  const TestResult float_result = evaluate_model(*model, splits.test, normalization, eval_batch);
+  const TestResult float_result = evaluate_model(*model, splits.test, normalization, eval_batch, float_label);
   const PostTrainingData sets = draw_post_training_data(splits.train, normalization, calib_images, 0, seed, batch);
   quant::BitConfig config = nn::ptq_bit_config(requested);
   const nn::PtqReport report = nn::quantize_post_training(*model, ckpt.image_shape(), config, sets.calibration, options);
   nn::annotate_bit_config(config, *model, ckpt.image_shape());
   const double calibration_seconds = watch.seconds();
-  const TestResult result = evaluate_model(*model, splits.test, normalization, eval_batch);
+  const TestResult result = evaluate_model(*model, splits.test, normalization, eval_batch, ptq_label);
 
   const std::string calibrator = args.get_string("calibrator") == "percentile"
                                      ? fmt::format("percentile {:g}", options.activations.percentile)

@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 
 #include <numeric>
+#include <optional>
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/nn/functional.hpp"
 #include "bitmix/nn/models.hpp"
+#include "bitmix/support/progress.hpp"
 
 namespace bitmix::cli {
 
@@ -133,7 +135,7 @@ PostTrainingData draw_post_training_data(const data::Dataset& train, const data:
 }
 
 TestResult evaluate_model(nn::Module& model, const data::Dataset& test, const data::Normalization& normalization,
-                          int64_t batch_size) {
+                          int64_t batch_size, const std::string& label) {
   data::LoaderOptions lo;
   lo.batch_size = batch_size;
   lo.normalization = normalization;
@@ -143,6 +145,8 @@ TestResult evaluate_model(nn::Module& model, const data::Dataset& test, const da
   int64_t correct = 0;
   double loss = 0;
   data::Batch batch;
+  std::optional<Progress> progress;
+  if (!label.empty()) progress.emplace(label, loader.num_batches(), "batch");
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     loader.fill_batch(b, batch);
     const Tensor& logits = model.forward(batch.images);
@@ -150,7 +154,9 @@ TestResult evaluate_model(nn::Module& model, const data::Dataset& test, const da
     correct += ce.correct;
     loss += ce.loss * static_cast<double>(batch.labels.size());
     r.images += static_cast<int64_t>(batch.labels.size());
+    if (progress) progress->update(b + 1);
   }
+  if (progress) progress->finish();
   r.accuracy = static_cast<double>(correct) / static_cast<double>(r.images);
   r.loss = loss / static_cast<double>(r.images);
   return r;

@@ -62,8 +62,9 @@ struct TestResult {
   double loss = 0;
   int64_t images = 0;
 };
-// Top-1 accuracy and mean cross-entropy of `model` (evaluation mode) on `test`.
+// Top-1 accuracy and mean cross-entropy of `model` (evaluation mode) on `test`; with `label`, a
+// progress bar so named.
 TestResult evaluate_model(nn::Module& model, const data::Dataset& test, const data::Normalization& normalization,
-                          int64_t batch_size);
+                          int64_t batch_size, const std::string& label = {});
 
 }  // namespace bitmix::cli

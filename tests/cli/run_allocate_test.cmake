@@ -110,7 +110,7 @@ if(NOT evaluations EQUAL from_cache)
 endif()
 
 # PTQ at the CLADO bits; the checkpoint exports, evaluates with parity, and fine-tunes.
-run("quantize" quantize ${quiet} --init "${float}" --bits "${WORK_DIR}/clado/bits.json" --calib-images 32
+run("quantize" quantize ${common} --init "${float}" --bits "${WORK_DIR}/clado/bits.json" --calib-images 32
     --bias-correction --test-subset 128 --out "${WORK_DIR}/ptq")
 json_get(accuracy "${WORK_DIR}/ptq/summary.json" test_accuracy)
 run("export" export --init "${WORK_DIR}/ptq/model.ckpt" --out "${WORK_DIR}/ptq/model.bmx")
@@ -133,9 +133,9 @@ expect_failure("missing checkpoint" 1 "no-such.ckpt" allocate ${common} --init "
 expect_failure("quantized checkpoint" 1 "already quantized" allocate ${common} --init "${WORK_DIR}/ptq/model.ckpt"
                --budget-avg-bits 4 --out "${WORK_DIR}/bad6")
 file(WRITE "${WORK_DIR}/broken.json" "{\"layers\": [")
-expect_failure("malformed bits" 1 "broken.json" quantize ${quiet} --init "${float}" --bits "${WORK_DIR}/broken.json"
+expect_failure("malformed bits" 1 "broken.json" quantize ${common} --init "${float}" --bits "${WORK_DIR}/broken.json"
                --out "${WORK_DIR}/bad7")
-expect_failure("too many images" 2 "--calib-images" quantize ${quiet} --init "${float}"
+expect_failure("too many images" 2 "--calib-images" quantize ${common} --init "${float}"
                --bits "${WORK_DIR}/clado/bits.json" --calib-images 10000000 --out "${WORK_DIR}/bad8")
 foreach(k RANGE 1 8)
   if(EXISTS "${WORK_DIR}/bad${k}")
