@@ -161,9 +161,16 @@ WeightExport export_weights(const nn::QuantizerTransform& t, const Tensor& weigh
                                       layer, t.quantizer().describe(), z));
   spec.bits = p.code_bits;
   const int64_t groups = p.groups();
-  if (groups != 1 && groups != spec.out_channels)
+  if (groups != 1 && groups != spec.out_channels) {
+    if (p.kind == quant::QuantizerKind::dsconv)
+      throw ArgumentError(fmt::format(
+          "layer '{}': weight quantizer {} has {} blocks per output channel, each with its own scale; the integer "
+          "kernels apply one scale per output channel, so a DSConv layer deploys only with one block per output "
+          "channel (a block size of at least its {} input channels)",
+          layer, t.quantizer().describe(), groups / spec.out_channels, weight.rank() >= 2 ? weight.shape()[1] : 0));
     throw ArgumentError(fmt::format("layer '{}': weight quantizer has {} groups for {} output channels", layer, groups,
                                     spec.out_channels));
+  }
   WeightExport out;
   try {
     out.weights = kernels::PackedWeights::pack(qt.codes, spec);

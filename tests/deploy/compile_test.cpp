@@ -281,7 +281,11 @@ TEST_P(KindParity, TopOneAgreesAndLogitsStayClose) {
   const SchemeCase& c = GetParam();
   const nn::QuantScheme scheme = nn::parse_quant_scheme(c.scheme);
   nn::UniformBits bits{c.w, c.a, scheme.w_quant, scheme.a_quant};
+  // DSConv deploys with one block per output channel (export refuses more: DSConvExport below).
+  if (scheme.w_quant == quant::QuantizerKind::dsconv) bits.w_block = 1 << 20;
   QatNet net = make_qat_net("resnet8", bits, 21);
+  // INQ exports once every weight is frozen.
+  if (scheme.w_quant == quant::QuantizerKind::inq) nn::inq_freeze(*net.model, net.image(), 1.0);
   CompileReport report;
   const runtime::Model model = testing::compile_net(net, &report);
   for (const std::string& n : report.notes) std::cout << "  note: " << n << '\n';
@@ -300,8 +304,31 @@ INSTANTIATE_TEST_SUITE_P(
                       SchemeCase{"pact_dorefa_w2a2", "pact", 2, 2}, SchemeCase{"sawb_pact_w2a2", "sawb", 2, 2},
                       SchemeCase{"dorefa_w3a3", "dorefa", 3, 3}, SchemeCase{"symmetric_w4a4", "symmetric", 4, 4},
                       SchemeCase{"binary_a2", "binary", 1, 2}, SchemeCase{"ternary_a2", "ternary", 2, 2},
-                      SchemeCase{"pot_w4a4", "pot", 4, 4}),
+                      SchemeCase{"pot_w4a4", "pot", 4, 4}, SchemeCase{"syq_w1a2", "syq", 1, 2},
+                      SchemeCase{"syq_w2a2", "syq", 2, 2}, SchemeCase{"dsconv_w4a4", "dsconv", 4, 4},
+                      SchemeCase{"dsconv_w2a2", "dsconv", 2, 2}, SchemeCase{"inq_w3a4", "inq", 3, 4}),
     [](const ::testing::TestParamInfo<SchemeCase>& p) { return std::string(p.param.name); });
+
+TEST(DSConvExport, SeveralBlocksPerOutputChannelAreRefusedByName) {
+  nn::UniformBits bits{4, 4, quant::QuantizerKind::dsconv, quant::QuantizerKind::lsq};
+  bits.w_block = 8;  // resnet8's 16-channel layers get two blocks per output channel
+  QatNet net = make_qat_net("resnet8", bits, 23);
+  try {
+    testing::compile_net(net, nullptr);
+    ADD_FAILURE() << "expected the compiler to refuse a DSConv layer with several blocks per output channel";
+  } catch (const ArgumentError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("blocks per output channel"), std::string::npos) << m;
+    EXPECT_NE(m.find("dsconv"), std::string::npos) << m;
+  }
+}
+
+TEST(InqExport, RefusedUntilEveryWeightIsFrozen) {
+  nn::UniformBits bits{3, 4, quant::QuantizerKind::inq, quant::QuantizerKind::lsq};
+  QatNet net = make_qat_net("resnet8", bits, 24);
+  nn::inq_freeze(*net.model, net.image(), 0.875);
+  EXPECT_THROW(testing::compile_net(net, nullptr), ArgumentError);
+}
 
 // ---- Activation codes: the kernels' quantizer the compiler chose against quant's own.
 
