@@ -7,7 +7,7 @@
 //
 // Names: resnet20/onednn_u8s8|onednn_fp32/b<batch>, resnet20/bitmix/<config>/<family>/b<batch>
 // with config w1a1, w2a2, w4a4, w8a8 (first conv and classifier at 8 bits) or mixed (the EBS
-// configuration of bitmix_runtime_bench), family auto (the per-layer choice) or popcount. The
+// configuration of bitmix_runtime_bench), family auto (the per-layer choice), popcount or int8. The
 // label of a bitmix run lists the family of each convolution in op order (P popcount, I int8,
 // G float GEMM).
 #include <benchmark/benchmark.h>
@@ -195,7 +195,8 @@ int main(int argc, char** argv) {
                                          "only bitmix is measured (scripts/setup-debian.sh --peers)\n");
 #endif
     for (const auto& [name, model] : models())
-      for (kernels::KernelFamily family : {kernels::KernelFamily::automatic, kernels::KernelFamily::popcount})
+      for (kernels::KernelFamily family :
+           {kernels::KernelFamily::automatic, kernels::KernelFamily::popcount, kernels::KernelFamily::int8})
         benchmark::RegisterBenchmark(
             fmt::format("resnet20/bitmix/{}/{}/b{}", name, kernels::kernel_family_name(family), batch).c_str(),
             run_bitmix, name, family, batch)

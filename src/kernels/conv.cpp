@@ -295,7 +295,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     alignas(64) std::array<int64_t, kTilePixels> in_offsets{};
     alignas(64) std::array<int64_t, kTilePixels> out_offsets{};
     alignas(64) std::array<int32_t, kTilePixels> pixel_offsets{};
-    alignas(64) std::array<int32_t, kTilePixels * kLanes> acc{};
+    // the int8 family fills up to kInt8MaxBlocks blocks' accumulators in one call
+    alignas(64) std::array<int32_t, kTilePixels * kLanes * kInt8MaxBlocks> acc{};
     alignas(64) std::array<int64_t, kTilePixels> window_rows{};  // n * sh + first stored row
     alignas(64) std::array<int64_t, kTilePixels> window_cols{};  // first stored column
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
@@ -330,17 +331,21 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
           table.depthwise_tile(t, acc.data());
         } else if (int8) {
-          Int8Tile t = int8_settings;
-          t.weights = weights.int8_quads().data() + block * g.kernel_h * g.kernel_w * weights.channel_quads() * kLanes * 4;
-          t.codes = codes8;
-          t.pixel_offsets = in_offsets.data();
-          t.pixels = pixels;
-          t.row_stride = sw * c4;
-          t.pixel_stride = c4;
-          t.kernel_h = static_cast<int>(g.kernel_h);
-          t.kernel_w = static_cast<int>(g.kernel_w);
-          t.quads = static_cast<int>(weights.channel_quads());
-          int8_kernels.int8_tile(t, acc.data());
+          if (block % kInt8MaxBlocks == 0) {
+            Int8Tile t = int8_settings;
+            t.block_stride = g.kernel_h * g.kernel_w * weights.channel_quads() * kLanes * 4;
+            t.blocks = static_cast<int>(std::min<int64_t>(kInt8MaxBlocks, blocks - block));
+            t.weights = weights.int8_quads().data() + block * t.block_stride;
+            t.codes = codes8;
+            t.pixel_offsets = in_offsets.data();
+            t.pixels = pixels;
+            t.row_stride = sw * c4;
+            t.pixel_stride = c4;
+            t.kernel_h = static_cast<int>(g.kernel_h);
+            t.kernel_w = static_cast<int>(g.kernel_w);
+            t.quads = static_cast<int>(weights.channel_quads());
+            int8_kernels.int8_tile(t, acc.data());
+          }
         } else if (integer) {
           IntegerTile t;
           t.weights = weights.integer_pairs().data() + block * g.kernel_h * g.kernel_w * weights.channel_pairs() * kLanes * 2;
@@ -369,7 +374,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           table.dense_tile(t, acc.data());
         }
         EpilogueTile e;
-        e.acc = acc.data();
+        e.acc = acc.data() + (int8 ? block % kInt8MaxBlocks * kTilePixels * kLanes : 0);
         e.pixels = pixels;
         e.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - block * kLanes));
         e.lane_offset = lane_offsets.data() + block * kLanes;

@@ -35,6 +35,22 @@ foreach(r uniform searched)
   run("bench ${r}" bench --model "${WORK_DIR}/${r}/model.bmx" --batch 1 --threads 1 --seconds 0.05 --min-runs 3
       --json "${WORK_DIR}/${r}/bench.json")
 endforeach()
+# The kernel family of every convolution shows in bench's per-op table, forced by the flag or the
+# environment; an unknown family name is refused naming the variable.
+foreach(family popcount int8)
+  run("bench --kernel-family ${family}" bench --model "${WORK_DIR}/uniform/model.bmx" --batch 1 --threads 1
+      --seconds 0.01 --min-runs 1 --warmup 0 --kernel-family ${family})
+  string(FIND "${last_output}" "[${family}]" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "bench --kernel-family ${family} shows no [${family}] op:\n${last_output}")
+  endif()
+endforeach()
+execute_process(COMMAND ${CMAKE_COMMAND} -E env BITMIX_KERNEL_FAMILY=fastest "${BITMIX}" bench
+                        --model "${WORK_DIR}/uniform/model.bmx" --seconds 0.01 --min-runs 1
+                RESULT_VARIABLE result ERROR_VARIABLE err)
+if(result EQUAL 0 OR NOT err MATCHES "BITMIX_KERNEL_FAMILY='fastest'")
+  message(FATAL_ERROR "BITMIX_KERNEL_FAMILY=fastest: exit ${result}, expected an error naming it:\n${err}")
+endif()
 run("report" report --float "${WORK_DIR}/float" --run "uniform W3A3=${WORK_DIR}/uniform"
     --run "EBS=${WORK_DIR}/searched")
 foreach(row "| fp32 |" "| uniform W3A3 |" "| EBS |")

@@ -187,10 +187,12 @@ TEST_P(ConvPaths, EveryShapeAtCornerBitPairs) {
 
 TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
   BITMIX_REQUIRE_PATH(GetParam());
-  // Several tiles of 48 pixels, several 16-lane blocks, a stride-2 downsampling and a 1x1
-  // shortcut reading an input stored with a larger border.
+  // Several tiles of 48 pixels, several 16-lane blocks, a stride-2 downsampling, a 1x1
+  // shortcut reading an input stored with a larger border, and 7 weight blocks.
   const ConvCase cases[] = {{2, 16, 12, 12, 32, 3, 1, 1, false}, {2, 32, 12, 12, 64, 3, 2, 1, false},
-                            {2, 32, 12, 12, 64, 1, 2, 0, false}};
+                            {2, 32, 12, 12, 64, 1, 2, 0, false},
+                            // 7 blocks: the int8 tile's register blocks of 4, 2 and 1 weight blocks
+                            {1, 24, 7, 7, 100, 3, 1, 1, false}};
   int i = 0;
   for (const ConvCase& cc : cases)
     for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}, std::pair{8, 8}})

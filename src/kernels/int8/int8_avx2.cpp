@@ -82,7 +82,7 @@ void tile_block(const Int8Tile& t, int q0, int32_t* out) {
   }
 }
 
-void int8_tile(const Int8Tile& t, int32_t* out) {
+void int8_block(const Int8Tile& t, int32_t* out) {
   // The tile's output holds kTilePixels pixels, a multiple of both blocks (3 and 6): a block
   // past t.pixels reads repeated valid offsets and writes rows nobody reads.
   if (t.split_nibbles)
@@ -114,6 +114,14 @@ void expand_planes(const uint8_t* const* plane_rows, int planes, int64_t bytes, 
     const uint8_t* rest[8];
     for (int j = 0; j < planes; ++j) rest[j] = plane_rows[j] + b;
     int8_scalar::expand_planes(rest, planes, bytes - b, out + 8 * b);
+  }
+}
+
+void int8_tile(const Int8Tile& t, int32_t* out) {
+  Int8Tile one = t;
+  for (int b = 0; b < t.blocks; ++b) {
+    one.weights = t.weights + b * t.block_stride;
+    int8_block(one, out + b * kTilePixels * kLanes);
   }
 }
 

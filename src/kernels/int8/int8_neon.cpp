@@ -59,8 +59,16 @@ void tile_block(const Int8Tile& t, int q0, int32_t* out) {
     for (int h = 0; h < 4; ++h) vst1q_s32(out + (q0 + q) * kLanes + 4 * h, vshlq_s32(acc[q][h], shift));
 }
 
-void int8_tile(const Int8Tile& t, int32_t* out) {
+void int8_block(const Int8Tile& t, int32_t* out) {
   for (int q0 = 0; q0 < t.pixels; q0 += kPixelBlock) tile_block(t, q0, out);
+}
+
+void int8_tile(const Int8Tile& t, int32_t* out) {
+  Int8Tile one = t;
+  for (int b = 0; b < t.blocks; ++b) {
+    one.weights = t.weights + b * t.block_stride;
+    int8_block(one, out + b * kTilePixels * kLanes);
+  }
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 namespace bitmix::kernels::detail::int8_scalar {
 namespace {
 
-inline void int8_tile(const Int8Tile& t, int32_t* out) {
+inline void int8_block(const Int8Tile& t, int32_t* out) {
   for (int q = 0; q < t.pixels; ++q) {
     int32_t sums[kLanes] = {};
     const uint8_t* window = t.codes + t.pixel_offsets[q];
@@ -27,6 +27,14 @@ inline void int8_tile(const Int8Tile& t, int32_t* out) {
       }
     for (int l = 0; l < kLanes; ++l) sums[l] = static_cast<int32_t>(static_cast<uint32_t>(sums[l]) << t.shift);
     std::memcpy(out + q * kLanes, sums, sizeof sums);
+  }
+}
+
+inline void int8_tile(const Int8Tile& t, int32_t* out) {
+  Int8Tile one = t;
+  for (int b = 0; b < t.blocks; ++b) {
+    one.weights = t.weights + b * t.block_stride;
+    int8_block(one, out + b * kTilePixels * kLanes);
   }
 }
 

@@ -17,13 +17,19 @@ class IsaDispatchBase;
 
 namespace bitmix::kernels::detail {
 
-// One tile of a dense layer for one 16-lane weight block:
-//   out[q * 16 + l] = (sum over (kh, kw, c) of w * code) << shift
+// Weight blocks one int8 tile may cover (the VNNI kernel shares each broadcast among them).
+inline constexpr int kInt8MaxBlocks = 4;
+
+// One tile of a dense layer for `blocks` consecutive 16-lane weight blocks:
+//   out[b * kTilePixels * 16 + q * 16 + l] = (sum over (kh, kw, c) of w * code) << shift
+// with block b's weights at weights + b * block_stride.
 // Pixel q's window starts at codes + pixel_offsets[q]; tap (kh, kw) adds
 // kh * row_stride + kw * pixel_stride. Exact: |w * code| <= 128 * 255 and the driver keeps the
 // whole reduction inside int32 (conv2d's range check).
 struct Int8Tile {
-  const int8_t* weights = nullptr;         // this block's quads: [kh][kw][quad][16][4]
+  const int8_t* weights = nullptr;         // the first block's quads: [kh][kw][quad][16][4]
+  int64_t block_stride = 0;                // int8 elements from one block's quads to the next
+  int blocks = 1;                          // 1..kInt8MaxBlocks
   const uint8_t* codes = nullptr;
   const int64_t* pixel_offsets = nullptr;  // kTilePixels entries; unused ones repeat a valid one
   int pixels = 0;                          // valid pixels, 1..kTilePixels
