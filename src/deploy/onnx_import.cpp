@@ -276,6 +276,8 @@ class Importer {
     if (op == "GlobalAveragePool") return unary(node, index, label, nn::GraphOp::global_avg_pool, {});
     if (op == "Flatten" || op == "Reshape" || op == "Squeeze") return flatten(node, index, label);
     if (op == "Gemm" || op == "MatMul") return matmul(node, index, label);
+    if (op == "QuantizeLinear") return quantize_linear(node, label);
+    if (op == "DequantizeLinear") return dequantize_linear(node, index, label);
     if (op == "Pad") {
       // PyTorch writes a Pad of zeros before some average poolings: a no-op.
       const Attributes a(node, label, source_, {"mode", "pads", "value"});
@@ -419,13 +421,98 @@ class Importer {
     nn::GraphOp op;
     if (lo == 0.0 && hi == 6.0) op = nn::GraphOp::relu6;
     else if (lo == 0.0 && std::isinf(hi)) op = nn::GraphOp::relu;
-    else
+    else if (only_reader_is(node.output(0), "QuantizeLinear")) {
+      // The code range of a QDQ pair below 8 bits (as bitmix's own export writes it).
+      clips_[node.output(0)] = Clipped{activation(node, 0, label), lo, hi};
+      return;
+    } else
       throw FormatError(fmt::format("{}: {}: Clip to [{}, {}]: bitmix supports Clip as ReLU ([0, inf)) and ReLU6 ([0, "
-                                    "6]) only",
+                                    "6]) only, or directly before a QuantizeLinear",
                                     source_, label, lo, hi));
     const std::string x = activation(node, 0, label);
     add_node(op, module_name(node, index, ""), {x}, node);
     define(node, label, shapes_.at(x));
+  }
+
+  bool only_reader_is(const std::string& tensor, const std::string& op) const {
+    int readers = 0;
+    bool match = true;
+    for (const onnx::NodeProto& n : model_.graph().node())
+      for (const std::string& in : n.input())
+        if (in == tensor) {
+          ++readers;
+          match = match && n.op_type() == op;
+        }
+    for (const onnx::ValueInfoProto& o : model_.graph().output()) readers += o.name() == tensor ? 2 : 0;
+    return readers == 1 && match;
+  }
+
+  // QuantizeLinear of a computed tensor: remembered until its DequantizeLinear, which makes the
+  // pair one fake_quant node. Per-tensor scales and zero points only.
+  void quantize_linear(const onnx::NodeProto& node, const std::string& label) {
+    const Attributes a(node, label, source_, {"axis"});
+    std::string x = node.input_size() > 0 ? resolve(node.input(0)) : "";
+    double lo = -INFINITY, hi = INFINITY;
+    if (auto it = clips_.find(x); it != clips_.end()) {
+      lo = it->second.lo;
+      hi = it->second.hi;
+      x = it->second.input;
+    } else {
+      x = activation(node, 0, label);
+    }
+    const Constant& scale = constant(node, 1, label, "scale");
+    if (scale.numel() != 1 || !(scale.values[0] > 0))
+      throw FormatError(fmt::format("{}: {}: scale {}: bitmix reads per-tensor activation quantization with a "
+                                    "positive scale",
+                                    source_, label, dims_text(scale.dims)));
+    Quantized q;
+    q.input = x;
+    q.scale = static_cast<float>(scale.values[0]);
+    q.min_code = 0;
+    q.max_code = 255;
+    if (node.input_size() > 2 && !node.input(2).empty()) {
+      const Constant& zp = constant(node, 2, label, "zero point");
+      if (zp.numel() != 1) throw FormatError(fmt::format("{}: {}: zero point is not a scalar", source_, label));
+      if (zp.data_type == onnx::TensorProto_DataType_INT8) {
+        q.min_code = -128;
+        q.max_code = 127;
+      } else if (zp.data_type != onnx::TensorProto_DataType_UINT8) {
+        throw FormatError(fmt::format("{}: {}: zero point of data type {}: expected INT8 or UINT8", source_, label,
+                                      zp.data_type));
+      }
+      q.zero_point = static_cast<int32_t>(zp.values[0]);
+    }
+    // Clip(x, lo, hi) then rounding is a clamp of the codes to round(lo / s) + z .. round(hi / s) + z.
+    if (std::isfinite(lo)) q.min_code = std::max(q.min_code, static_cast<int32_t>(std::nearbyint(lo / static_cast<double>(q.scale))) + q.zero_point);
+    if (std::isfinite(hi)) q.max_code = std::min(q.max_code, static_cast<int32_t>(std::nearbyint(hi / static_cast<double>(q.scale))) + q.zero_point);
+    if (q.min_code > q.zero_point || q.max_code < q.zero_point || q.min_code > q.max_code)
+      throw FormatError(fmt::format("{}: {}: the clip range gives codes [{}, {}] around zero point {}", source_, label,
+                                    q.min_code, q.max_code, q.zero_point));
+    const std::string& out = node.output(0);
+    if (shapes_.contains(out) || constants_.contains(out) || quantized_.contains(out))
+      throw FormatError(fmt::format("{}: {}: output '{}' is written twice", source_, label, out));
+    quantized_[out] = q;
+  }
+
+  void dequantize_linear(const onnx::NodeProto& node, int index, const std::string& label) {
+    const Attributes a(node, label, source_, {"axis"});
+    auto it = node.input_size() > 0 ? quantized_.find(node.input(0)) : quantized_.end();
+    if (it == quantized_.end())
+      throw FormatError(fmt::format("{}: {}: input '{}' is neither constant codes nor the output of a QuantizeLinear",
+                                    source_, label, node.input_size() > 0 ? node.input(0) : std::string()));
+    const Quantized& q = it->second;
+    const Constant& scale = constant(node, 1, label, "scale");
+    const int32_t zp = node.input_size() > 2 && !node.input(2).empty()
+                           ? static_cast<int32_t>(constant(node, 2, label, "zero point").values.at(0))
+                           : 0;
+    if (scale.numel() != 1 || static_cast<float>(scale.values[0]) != q.scale || zp != q.zero_point)
+      throw FormatError(fmt::format("{}: {}: scale and zero point differ from its QuantizeLinear's", source_, label));
+    nn::GraphNode& n = add_node(nn::GraphOp::fake_quant, module_name(node, index, ""), {q.input}, node);
+    n.scale = q.scale;
+    n.zero_point = q.zero_point;
+    n.min_code = q.min_code;
+    n.max_code = q.max_code;
+    define(node, label, shapes_.at(q.input));
   }
 
   void add(const onnx::NodeProto& node, int index, const std::string& label) {
@@ -709,6 +796,17 @@ class Importer {
   std::set<std::string> initializer_names_;
   std::map<std::string, Shape> shapes_;  // computed tensors (by their canonical name), batch 1
   std::map<std::string, std::string> aliases_;
+  struct Clipped {
+    std::string input;
+    double lo = 0, hi = 0;
+  };
+  std::map<std::string, Clipped> clips_;  // Clip outputs read only by a QuantizeLinear
+  struct Quantized {
+    std::string input;
+    float scale = 1.0f;
+    int32_t zero_point = 0, min_code = 0, max_code = 255;
+  };
+  std::map<std::string, Quantized> quantized_;  // QuantizeLinear outputs of computed tensors
   std::set<std::string> used_names_;
   std::map<std::string, std::vector<std::pair<std::string, Tensor>>> weights_;
   nn::GraphSpec spec_;
