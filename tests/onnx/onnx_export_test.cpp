@@ -140,8 +140,9 @@ std::string exported_model() {
   nn::apply_bit_config(*model, {2, 8, 8}, nn::uniform_bit_config(*model, {2, 8, 8}, "graph", nn::UniformBits{4, 4}));
   model->eval();
   Rng rng(3);
-  nn::calibrate_quantizers(*model, {random_images(rng, 8)});
-  model->forward(random_images(rng, 8));
+  const std::vector<Tensor> batches = {random_images(rng, 8)};
+  nn::calibrate_quantizers(*model, batches);
+  model->forward(batches[0]);
   return export_onnx_qdq(*model, spec, {});
 }
 
