@@ -6,10 +6,16 @@
 #include <iostream>
 #include <optional>
 
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/file_io.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "bitmix/core/version.hpp"
 #include "bitmix/deploy/compiler.hpp"
 #include "bitmix/runtime/model.hpp"
 #include "cli.hpp"
+#if BITMIX_HAVE_ONNX
+#include "deploy/onnx_import.hpp"
+#endif
 
 namespace bitmix::cli {
 namespace {
@@ -23,7 +29,11 @@ int run_export(int argc, char** argv) {
   args.option("init", "CKPT", "the fine-tuned checkpoint (bitmix train --bits ... or --quant ...)", "", true);
   args.option("bits", "FILE",
               "the BitConfig it was fine-tuned with (default: the one the quantized checkpoint records)");
-  args.option("out", "FILE", "the .bmx model to write (atomically)", "", true);
+  args.option("out", "FILE", "the .bmx (or, with --format onnx, .onnx) model to write (atomically)", "", true);
+  args.choice("format", {"bmx", "onnx"},
+              "bmx: the integer runtime's model; onnx: ONNX with QuantizeLinear/DequantizeLinear pairs (graph models, "
+              "docs/onnx.md)",
+              "bmx");
   args.option("name", "NAME", "model name stored in the file (default: <arch>-w<W>a<A> or <arch>-mixed)");
   args.option("threads", "N", "worker threads (default: BITMIX_NUM_THREADS or all hardware threads)");
   if (!args.parse(argc, argv)) return 0;
@@ -35,6 +45,24 @@ int run_export(int argc, char** argv) {
   deploy::QatModel qat = deploy::load_qat_model(args.get_string("init"), bits);
   deploy::CompileOptions options = qat.compile_options();
   if (args.given("name")) options.name = args.get_string("name");
+  if (args.get_string("format") == "onnx") {
+#if BITMIX_HAVE_ONNX
+    deploy::OnnxExportOptions o;
+    o.mean = options.mean;
+    o.stddev = options.stddev;
+    o.class_names = options.class_names;
+    o.bit_config_json = qat.config.to_json();
+    o.producer_version = std::string(version());
+    const std::string bytes = deploy::export_onnx_qdq(*qat.model, qat.spec, o);
+    write_file_atomic(out, bytes);
+    std::cout << fmt::format("{}: ONNX QDQ, {}\nwrote {} ({:.1f} KiB)\n", options.name, qat.config.summary(),
+                             out.string(), static_cast<double>(bytes.size()) / 1024.0);
+    return 0;
+#else
+    throw Error("this bitmix was built without ONNX support: install libonnx-dev and libprotobuf-dev "
+                "(scripts/setup-debian.sh) and reconfigure");
+#endif
+  }
   deploy::CompileReport report;
   const runtime::Model model = deploy::compile(*qat.model, qat.image_shape(), options, &report);
   model.save(out);

@@ -74,14 +74,31 @@ Constant decode_tensor(const onnx::TensorProto& t, std::string_view source, cons
       if (t.has_raw_data()) from_raw(int32_t{});
       else from_field(t.int32_data(), "int32_data");
       break;
+    case onnx::TensorProto_DataType_INT8:
+    case onnx::TensorProto_DataType_UINT8: {
+      // Quantized codes (QuantizeLinear / DequantizeLinear); int32_data holds them when not raw.
+      c.integer = true;
+      const bool is_signed = t.data_type() == onnx::TensorProto_DataType_INT8;
+      if (t.has_raw_data()) {
+        if (is_signed) from_raw(int8_t{});
+        else from_raw(uint8_t{});
+      } else {
+        from_field(t.int32_data(), "int32_data");
+        for (double v : c.values)
+          if (is_signed ? (v < -128 || v > 127) : (v < 0 || v > 255))
+            throw FormatError(fmt::format("{}: {}: value {} outside the data type's range", source, what, v));
+      }
+      break;
+    }
     default:
       throw FormatError(fmt::format("{}: {}: data type {} is not supported (bitmix imports float32 models; shape "
-                                    "tensors may be int64 or int32)",
+                                    "tensors may be int64 or int32, quantized codes int8 or uint8)",
                                     source, what,
                                     onnx::TensorProto_DataType_IsValid(t.data_type())
                                         ? onnx::TensorProto_DataType_Name(static_cast<onnx::TensorProto_DataType>(t.data_type()))
                                         : std::to_string(t.data_type())));
   }
+  c.data_type = t.data_type();
   return c;
 }
 
@@ -162,7 +179,7 @@ const Constant& input(const onnx::NodeProto& node, int i, const std::map<std::st
 bool can_fold(const std::string& op) {
   static const char* const kOps[] = {"Identity", "Cast",   "Reshape", "Unsqueeze", "Squeeze", "Concat", "Gather",
                                      "Shape",    "Add",    "Sub",     "Mul",       "Div",     "Transpose", "Sqrt",
-                                     "Neg",      "Flatten"};
+                                     "Neg",      "Flatten", "DequantizeLinear"};
   return std::any_of(std::begin(kOps), std::end(kOps), [&](const char* o) { return op == o; });
 }
 
@@ -189,6 +206,33 @@ std::vector<Constant> fold(const onnx::NodeProto& node, const std::string& label
       for (double& v : out.values) v = std::trunc(v);
     } else {
       a.fail("to", std::to_string(to), "FLOAT, INT64 or INT32");
+    }
+    return {out};
+  }
+  if (op == "DequantizeLinear") {
+    // (codes - zero_point) * scale, per tensor or along `axis` (opset 13).
+    const Attributes a(node, label, source, {"axis"});
+    if (node.input_size() < 2) throw bad("expected codes and a scale");
+    const Constant& scale = input(node, 1, constants);
+    const Constant* zp = node.input_size() > 2 && !node.input(2).empty() ? &input(node, 2, constants) : nullptr;
+    if (zp != nullptr && zp->numel() != scale.numel()) throw bad("zero point and scale of different sizes");
+    out = x;
+    out.integer = false;
+    out.data_type = onnx::TensorProto_DataType_FLOAT;
+    if (scale.numel() == 1) {
+      for (double& v : out.values) v = static_cast<double>(static_cast<float>(v - (zp ? zp->values[0] : 0.0)) *
+                                                           static_cast<float>(scale.values[0]));
+      return {out};
+    }
+    const int64_t axis = normalized_axis(a.integer("axis", 1), x.dims.size(), a, "axis");
+    const int64_t channels = x.dims[static_cast<std::size_t>(axis)];
+    if (scale.numel() != channels) throw bad(fmt::format("{} scales for {} channels on axis {}", scale.numel(), channels, axis));
+    int64_t inner = 1;
+    for (std::size_t d = static_cast<std::size_t>(axis) + 1; d < x.dims.size(); ++d) inner *= x.dims[d];
+    for (std::size_t i = 0; i < out.values.size(); ++i) {
+      const auto c = static_cast<std::size_t>((static_cast<int64_t>(i) / inner) % channels);
+      out.values[i] = static_cast<double>(static_cast<float>(x.values[i] - (zp ? zp->values[c] : 0.0)) *
+                                          static_cast<float>(scale.values[c]));
     }
     return {out};
   }

@@ -33,6 +33,20 @@ struct OnnxImport {
   std::vector<std::string> notes;     // what was folded or dropped, for the user
 };
 
+// ONNX QDQ export of a quantization-aware graph model (an imported model after train --quant or
+// --bits): QuantizeLinear/DequantizeLinear pairs (per-tensor activation scale and zero point,
+// after a Clip to the bitwidth's code range) in front of every quantized layer, integer weight
+// codes with per-channel scales through DequantizeLinear, opset 13. Returns the serialized
+// model. Throws ArgumentError for a model that is not a graph model or a quantizer that has no
+// 8-bit per-tensor form.
+struct OnnxExportOptions {
+  std::vector<float> mean, stddev;     // written as the bitmix.mean / bitmix.std properties
+  std::vector<std::string> class_names;
+  std::string bit_config_json;         // the bitmix.bit_config property
+  std::string producer_version;
+};
+std::string export_onnx_qdq(nn::Module& model, const nn::ModelSpec& spec, const OnnxExportOptions& options);
+
 // Reads and converts `path`. Throws IoError when it cannot be read, FormatError for anything
 // malformed or unsupported.
 OnnxImport import_onnx(const std::filesystem::path& path);

@@ -17,7 +17,8 @@ namespace bitmix::deploy::onnx_detail {
 struct Constant {
   std::vector<int64_t> dims;
   std::vector<double> values;
-  bool integer = false;  // INT64 / INT32 (shape arithmetic) rather than FLOAT
+  bool integer = false;  // INT64 / INT32 (shape arithmetic) or INT8 / UINT8 (quantized codes) rather than FLOAT
+  int32_t data_type = 1;  // the TensorProto data type it was read as (onnx::TensorProto_DataType)
   int64_t numel() const;
 };
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "bitmix/core/error.hpp"
@@ -26,6 +27,7 @@ std::string_view graph_op_name(GraphOp op) {
     case GraphOp::linear: return "linear";
     case GraphOp::add: return "add";
     case GraphOp::concat: return "concat";
+    case GraphOp::fake_quant: return "fake_quant";
   }
   return "?";
 }
@@ -75,6 +77,13 @@ void GraphSpec::validate() const {
                                           what, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w));
         break;
       }
+      case GraphOp::fake_quant:
+        if (!(n.scale > 0.0f) || !std::isfinite(n.scale) || n.min_code > n.max_code || n.zero_point < n.min_code ||
+            n.zero_point > n.max_code || n.min_code < -(1 << 16) || n.max_code > (1 << 16))
+          throw ArgumentError(fmt::format("{}: scale {}, zero point {}, codes [{}, {}]: expected a positive scale and "
+                                          "a zero point inside the code range",
+                                          what, n.scale, n.zero_point, n.min_code, n.max_code));
+        break;
       case GraphOp::linear:
         if (n.in_features < 1 || n.out_features < 1)
           throw ArgumentError(fmt::format("{}: {} -> {} features: expected positive sizes", what, n.in_features,
@@ -115,6 +124,40 @@ const Tensor& ReLU6::backward(const Tensor& grad_output) {
 Shape ReLU6::output_shape(const Shape& input_shape, std::vector<LayerInfo>*) const { return input_shape; }
 
 // ---------------------------------------------------------------------------------------------
+FakeQuant::FakeQuant(float scale, int32_t zero_point, int32_t min_code, int32_t max_code)
+    : Module("FakeQuant"), scale_(scale), zero_point_(zero_point), min_code_(min_code), max_code_(max_code) {}
+
+const Tensor& FakeQuant::forward(const Tensor& input) {
+  input_ = &input;
+  ensure_shape(output_, input.shape());
+  const float* x = input.data();
+  float* y = output_.data();
+  const auto lo = static_cast<float>(min_code_), hi = static_cast<float>(max_code_), z = static_cast<float>(zero_point_);
+  parallel_for(input.numel(), 16384, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float code = std::min(std::max(std::nearbyint(x[i] / scale_) + z, lo), hi);  // ties to even
+      y[i] = scale_ * (code - z);
+    }
+  });
+  return output_;
+}
+
+const Tensor& FakeQuant::backward(const Tensor& grad_output) {
+  if (input_ == nullptr) throw Error(fmt::format("{}: backward called before forward", display_name()));
+  ensure_shape(grad_input_, input_->shape());
+  const float* x = input_->data();
+  const float* g = grad_output.data();
+  float* dx = grad_input_.data();
+  const float lo = scale_ * static_cast<float>(min_code_ - zero_point_), hi = scale_ * static_cast<float>(max_code_ - zero_point_);
+  parallel_for(input_->numel(), 16384, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) dx[i] = (x[i] >= lo && x[i] <= hi) ? g[i] : 0.0f;
+  });
+  return grad_input_;
+}
+
+Shape FakeQuant::output_shape(const Shape& input_shape, std::vector<LayerInfo>*) const { return input_shape; }
+
+// ---------------------------------------------------------------------------------------------
 namespace {
 
 std::unique_ptr<Module> make_layer(const GraphNode& n, Rng& rng) {
@@ -128,6 +171,7 @@ std::unique_ptr<Module> make_layer(const GraphNode& n, Rng& rng) {
     case GraphOp::global_avg_pool: return std::make_unique<GlobalAvgPool2d>();
     case GraphOp::flatten: return std::make_unique<Flatten>();
     case GraphOp::linear: return std::make_unique<Linear>(n.in_features, n.out_features, n.bias, rng);
+    case GraphOp::fake_quant: return std::make_unique<FakeQuant>(n.scale, n.zero_point, n.min_code, n.max_code);
     case GraphOp::add:
     case GraphOp::concat: return nullptr;
   }

@@ -20,7 +20,7 @@ using Json = nlohmann::json;
 
 constexpr GraphOp kOps[] = {GraphOp::conv,    GraphOp::batch_norm, GraphOp::relu,   GraphOp::relu6,
                             GraphOp::max_pool, GraphOp::avg_pool,  GraphOp::global_avg_pool, GraphOp::flatten,
-                            GraphOp::linear,  GraphOp::add,        GraphOp::concat};
+                            GraphOp::linear,  GraphOp::add,        GraphOp::concat, GraphOp::fake_quant};
 
 std::vector<std::string_view> op_keys(GraphOp op) {
   switch (op) {
@@ -29,6 +29,7 @@ std::vector<std::string_view> op_keys(GraphOp op) {
     case GraphOp::max_pool:
     case GraphOp::avg_pool: return {"kernel", "stride", "pad"};
     case GraphOp::linear: return {"in_features", "out_features", "bias"};
+    case GraphOp::fake_quant: return {"scale", "zero_point", "min_code", "max_code"};
     default: return {};
   }
 }
@@ -115,6 +116,12 @@ std::string graph_spec_to_json(const GraphSpec& spec) {
         j["out_features"] = n.out_features;
         j["bias"] = n.bias;
         break;
+      case GraphOp::fake_quant:
+        j["scale"] = n.scale;
+        j["zero_point"] = n.zero_point;
+        j["min_code"] = n.min_code;
+        j["max_code"] = n.max_code;
+        break;
       default:
         break;
     }
@@ -145,7 +152,7 @@ GraphSpec graph_spec_from_json(std::string_view text) {
     const std::string op = r.string("op");
     const auto* it = std::find_if(std::begin(kOps), std::end(kOps), [&](GraphOp o) { return graph_op_name(o) == op; });
     if (it == std::end(kOps)) r.fail("op", "conv, batch_norm, relu, relu6, max_pool, avg_pool, global_avg_pool, "
-                                           "flatten, linear, add or concat");
+                                           "flatten, linear, add, concat or fake_quant");
     n.op = *it;
     const NodeReader nr(j, fmt::format("graph node '{}' ({})", n.name, op));
     std::vector<std::string_view> keys = {"name", "op", "inputs", "output"};
@@ -185,6 +192,12 @@ GraphSpec graph_spec_from_json(std::string_view text) {
         n.in_features = nr.integer("in_features", 1, int64_t{1} << 30);
         n.out_features = nr.integer("out_features", 1, int64_t{1} << 30);
         n.bias = nr.boolean("bias");
+        break;
+      case GraphOp::fake_quant:
+        n.scale = nr.real("scale");
+        n.zero_point = static_cast<int32_t>(nr.integer("zero_point", -(1 << 16), 1 << 16));
+        n.min_code = static_cast<int32_t>(nr.integer("min_code", -(1 << 16), 1 << 16));
+        n.max_code = static_cast<int32_t>(nr.integer("max_code", -(1 << 16), 1 << 16));
         break;
       default:
         break;

@@ -76,3 +76,14 @@ expect_exit(2 "(relu6): the integer runtime has no op for it" "export of the Mob
 if(EXISTS "${WORK_DIR}/mobilenet.bmx")
   message(FATAL_ERROR "a refused export wrote ${WORK_DIR}/mobilenet.bmx")
 endif()
+
+# ONNX QDQ export of the fine-tuned imported ResNet: valid for ONNX's own checker, and bitmix
+# imports it back (the QuantizeLinear/DequantizeLinear pairs as fake-quant nodes).
+run("QDQ export" export --init "${WORK_DIR}/resnet-qat/model.ckpt" --format onnx --out "${WORK_DIR}/resnet-qdq.onnx")
+execute_process(COMMAND "${PYTHON}" -c
+                "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print('ok')"
+                "${WORK_DIR}/resnet-qdq.onnx" RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "onnx.checker refused the QDQ export: exit ${result}\n${out}\n${err}")
+endif()
+run("re-import of the QDQ export" import "${WORK_DIR}/resnet-qdq.onnx" --out "${WORK_DIR}/resnet-qdq")

@@ -225,6 +225,35 @@ TEST(Graph, SpecRoundTripsThroughACheckpoint) {
   for (int64_t i = 0; i < want.numel(); ++i) EXPECT_EQ(got[i], want[i]);
 }
 
+TEST(Graph, FakeQuantRoundsHalfToEvenClampsTheCodesAndPassesGradientsInside) {
+  FakeQuant q(0.5f, 2, 0, 7);  // values 0.5 * (code - 2) for codes 0..7: -1 .. 2.5
+  Tensor x({1, 7});
+  const float in[] = {-2.0f, 0.26f, 0.25f, 0.75f, -0.75f, 2.5f, 10.0f};
+  const float want[] = {-1.0f, 0.5f, 0.0f, 1.0f, -1.0f, 2.5f, 2.5f};  // 0.25 / 0.5 = 0.5 -> 0, 1.5 -> 2, -1.5 -> -2
+  for (int i = 0; i < 7; ++i) x[i] = in[i];
+  const Tensor& y = q.forward(x);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(y[i], want[i]) << in[i];
+  Tensor g({1, 7});
+  g.fill(1.0f);
+  const Tensor& dx = q.backward(g);
+  const float mask[] = {0, 1, 1, 1, 1, 1, 0};
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(dx[i], mask[i]) << in[i];
+  // As a graph node, through the JSON form.
+  GraphSpec spec = branchy_graph();
+  GraphNode fq = node("fq", GraphOp::fake_quant, {"r"}, "rq");
+  fq.scale = 0.25f;
+  fq.zero_point = 0;
+  fq.min_code = 0;
+  fq.max_code = 15;
+  spec.nodes.insert(spec.nodes.begin() + 3, fq);
+  spec.nodes[4].inputs = {"rq"};
+  const GraphSpec back = graph_spec_from_json(graph_spec_to_json(spec));
+  EXPECT_EQ(graph_spec_to_json(back), graph_spec_to_json(spec));
+  fq.zero_point = 16;
+  spec.nodes[3] = fq;
+  EXPECT_THROW(spec.validate(), ArgumentError);
+}
+
 void expect_refused(GraphSpec g, const std::string& fragment) {
   try {
     g.validate();

@@ -35,6 +35,7 @@ enum class GraphOp {
   linear,           // Linear (in_features, out_features, bias)
   add,              // two inputs of one shape
   concat,           // two or more inputs joined along channels (axis 1)
+  fake_quant,       // scale * (clamp(round(x / scale) + zero_point, min_code, max_code) - zero_point)
 };
 std::string_view graph_op_name(GraphOp op);
 
@@ -51,6 +52,8 @@ struct GraphNode {
   bool relu = false;                // batch_norm: ReLU fused into the module
   int64_t in_features = 0, out_features = 0;  // linear
   bool bias = true;                 // linear
+  float scale = 1.0f;               // fake_quant (an imported QuantizeLinear/DequantizeLinear pair)
+  int32_t zero_point = 0, min_code = 0, max_code = 255;
 };
 
 struct GraphSpec {
@@ -78,6 +81,22 @@ class ReLU6 : public Module {
   Shape output_shape(const Shape& input_shape, std::vector<LayerInfo>* layers = nullptr) const override;
 
  private:
+  Tensor output_, grad_input_;
+};
+
+// A fixed fake quantizer (an ONNX QuantizeLinear + DequantizeLinear pair): rounding half to
+// even, as ONNX specifies; the gradient passes straight through inside the code range.
+class FakeQuant : public Module {
+ public:
+  FakeQuant(float scale, int32_t zero_point, int32_t min_code, int32_t max_code);
+  const Tensor& forward(const Tensor& input) override;
+  const Tensor& backward(const Tensor& grad_output) override;
+  Shape output_shape(const Shape& input_shape, std::vector<LayerInfo>* layers = nullptr) const override;
+
+ private:
+  float scale_;
+  int32_t zero_point_, min_code_, max_code_;
+  const Tensor* input_ = nullptr;
   Tensor output_, grad_input_;
 };
 
