@@ -14,9 +14,13 @@ targets=(${FUZZ_TARGETS:-cifar10 idx checkpoint run_metadata bit_config latency_
 jobs=${FUZZ_JOBS:-1}
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS '$seconds': expected a whole number" >&2; exit 2 ;; esac
 
-CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=None \
-  -DCMAKE_CXX_FLAGS="-O1 -g1" -DBITMIX_BUILD_FUZZERS=ON -DBITMIX_WERROR=OFF \
-  -DBITMIX_BUILD_BENCHMARKS=OFF -DBITMIX_BUILD_EXAMPLES=OFF >/dev/null
+# A tree already configured with the fuzz targets (scripts/test.sh's sanitizer tree) is used as
+# it is; otherwise this configures one.
+if ! grep -qs '^BITMIX_BUILD_FUZZERS:BOOL=ON$' "$build/CMakeCache.txt"; then
+  CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=None \
+    -DCMAKE_CXX_FLAGS="-O1 -g1" -DBITMIX_BUILD_FUZZERS=ON -DBITMIX_WERROR=OFF \
+    -DBITMIX_BUILD_BENCHMARKS=OFF -DBITMIX_BUILD_EXAMPLES=OFF >/dev/null
+fi
 build_targets=(bitmix_fuzz_seeds)
 for t in "${targets[@]}"; do build_targets+=("bitmix_fuzz_$t"); done
 cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
