@@ -219,7 +219,7 @@ EpochStats Trainer::train_epoch() {
   const int epoch = epoch_ + 1;
   EpochStats stats;
   stats.epoch = epoch;
-  stats.lr = schedule_.lr(step_);
+
   model_.train();
   train_loader_->set_epoch(epoch_);
   const int64_t batches = train_loader_->num_batches();
@@ -232,6 +232,7 @@ EpochStats Trainer::train_epoch() {
   // A resumed epoch continues from the batch and the sums where it was stopped.
   const PartialEpoch resumed = partial_.value_or(PartialEpoch{});
   partial_.reset();
+  stats.lr = schedule_.lr(step_ - resumed.batches);  // the rate at the epoch's first step
   double loss_sum = resumed.loss_sum, extra_sum = resumed.extra_sum;
   int64_t correct = resumed.correct, seen = resumed.images;
   Stopwatch clock;

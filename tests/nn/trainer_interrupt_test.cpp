@@ -106,6 +106,7 @@ TEST_P(Interrupt, ResumedRunMatchesUninterruptedRunExactly) {
   const std::vector<EpochStats> history_c = c.fit();
   ASSERT_EQ(history_c.size(), history_a.size());
   for (std::size_t i = 0; i < history_a.size(); ++i) {
+    EXPECT_EQ(history_c[i].lr, history_a[i].lr) << "epoch " << i + 1;
     EXPECT_EQ(history_c[i].train_loss, history_a[i].train_loss) << "epoch " << i + 1;
     EXPECT_EQ(history_c[i].train_accuracy, history_a[i].train_accuracy) << "epoch " << i + 1;
     EXPECT_EQ(history_c[i].test_loss, history_a[i].test_loss) << "epoch " << i + 1;
