@@ -5,7 +5,8 @@
 # target for SECONDS. A crash, sanitizer report, leak, escaped exception or hang fails the run;
 # the reproducer is kept in BUILD/crashes/ (add it to tests/fuzz/regressions/<target>/ with the
 # fix). Usage: scripts/fuzz.sh [SECONDS] [BUILD_DIR]   (default: 30 s each, ./build-fuzz)
-#   FUZZ_TARGETS="bmx checkpoint"  only these targets;  FUZZ_JOBS=N  parallel fuzzing processes
+#   FUZZ_TARGETS="bmx checkpoint"  only these targets;  FUZZ_JOBS=N  parallel fuzzing processes;
+#   FUZZ_NO_BUILD=1  use the targets as they are built (e.g. while another build uses the tree)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
@@ -23,7 +24,7 @@ if ! grep -qs '^BITMIX_BUILD_FUZZERS:BOOL=ON$' "$build/CMakeCache.txt"; then
 fi
 build_targets=(bitmix_fuzz_seeds)
 for t in "${targets[@]}"; do build_targets+=("bitmix_fuzz_$t"); done
-cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
+[ "${FUZZ_NO_BUILD:-0}" = 1 ] || cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
 
 seeds="$build/seeds"
 rm -rf "$seeds"

@@ -61,7 +61,9 @@ class Interrupt : public ::testing::TestWithParam<std::tuple<int, float>> {
 };
 
 TEST_P(Interrupt, ResumedRunMatchesUninterruptedRunExactly) {
-  const auto [stop_step, ema] = GetParam();
+  // (Not a structured binding: Clang 14 cannot capture one in a lambda.)
+  const int stop_step = std::get<0>(GetParam());
+  const float ema = std::get<1>(GetParam());
   const data::Dataset train = testing::band_images(200, 3), test = testing::band_images(60, 4);
   const fs::path dir_a = fresh_dir("a"), dir_b = fresh_dir("b");
   // The hook runs inside every step (after the backward pass): the reference run has it too.
