@@ -5,7 +5,8 @@
 # target for SECONDS. A crash, sanitizer report, leak, escaped exception or hang fails the run;
 # the reproducer is kept in BUILD/crashes/ (add it to tests/fuzz/regressions/<target>/ with the
 # fix). Usage: scripts/fuzz.sh [SECONDS] [BUILD_DIR]   (default: 30 s each, ./build-fuzz)
-#   FUZZ_TARGETS="bmx checkpoint"  only these targets;  FUZZ_JOBS=N  parallel fuzzing processes
+#   FUZZ_TARGETS="bmx checkpoint"  only these targets;  FUZZ_JOBS=N  parallel fuzzing processes;
+#   FUZZ_NO_BUILD=1  use the targets as they are built (e.g. while another build uses the tree)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
@@ -14,12 +15,16 @@ targets=(${FUZZ_TARGETS:-cifar10 idx checkpoint run_metadata bit_config latency_
 jobs=${FUZZ_JOBS:-1}
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS '$seconds': expected a whole number" >&2; exit 2 ;; esac
 
-CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=None \
-  -DCMAKE_CXX_FLAGS="-O1 -g1" -DBITMIX_BUILD_FUZZERS=ON -DBITMIX_WERROR=OFF \
-  -DBITMIX_BUILD_BENCHMARKS=OFF -DBITMIX_BUILD_EXAMPLES=OFF >/dev/null
+# A tree already configured with the fuzz targets (scripts/test.sh's sanitizer tree) is used as
+# it is; otherwise this configures one.
+if ! grep -qs '^BITMIX_BUILD_FUZZERS:BOOL=ON$' "$build/CMakeCache.txt"; then
+  CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=None \
+    -DCMAKE_CXX_FLAGS="-O1 -g1" -DBITMIX_BUILD_FUZZERS=ON -DBITMIX_WERROR=OFF \
+    -DBITMIX_BUILD_BENCHMARKS=OFF -DBITMIX_BUILD_EXAMPLES=OFF >/dev/null
+fi
 build_targets=(bitmix_fuzz_seeds)
 for t in "${targets[@]}"; do build_targets+=("bitmix_fuzz_$t"); done
-cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
+[ "${FUZZ_NO_BUILD:-0}" = 1 ] || cmake --build "$build" -j "$(nproc)" --target "${build_targets[@]}"
 
 seeds="$build/seeds"
 rm -rf "$seeds"

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "bitmix/core/cpu.hpp"
+#include "bitmix/core/interrupt.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/run_metadata.hpp"
@@ -42,6 +43,10 @@ int run_search_command(int argc, char** argv) {
   args.flag("bilevel", "first-order bilevel: step the strengths on a held-out part of the training set");
   args.option("holdout", "F", "bilevel: fraction of the training set held out", "0.1");
   args.flag("no-fill", "do not spend budget left over after the argmax selection");
+  args.option("resume", "CKPT",
+              "continue an interrupted search from its DIR/supernet/model.ckpt (same options; SIGINT or SIGTERM stop a "
+              "search at the next step with that checkpoint written)",
+              "");
   add_training_options(args, {/*epochs=*/5, /*lr=*/0.01, /*wd=*/5e-4});
   if (!args.parse(argc, argv)) return 0;
   const uint64_t seed = args.apply_common();
@@ -63,6 +68,7 @@ int run_search_command(int argc, char** argv) {
   options.holdout_fraction = args.get_double("holdout", 1e-6, 0.999);
   options.fill = !args.get_flag("no-fill");
   options.out_dir = args.get_string("out");
+  options.resume = args.get_string("resume");
 
   data::DataSpec data_spec;
   const data::DatasetSplits splits = load_data(args, &data_spec);
@@ -89,6 +95,7 @@ int run_search_command(int argc, char** argv) {
                            fmt::join(options.candidates.a_bits, ","), options.budget.describe(), options.train.epochs,
                            num_threads(), isa_name(active_isa()));
 
+  install_stop_handlers();  // SIGINT/SIGTERM: stop at the next step with a resumable checkpoint
   const search::SearchResult result =
       search::run_search(*model, splits, options, run_metadata(ms, data_spec, "search", argc, argv, seed, init));
 

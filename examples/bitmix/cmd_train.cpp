@@ -10,6 +10,7 @@
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
+#include "bitmix/core/interrupt.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/data/dataset.hpp"
 #include "bitmix/nn/checkpoint.hpp"
@@ -27,7 +28,8 @@ int run_train(int argc, char** argv) {
   ArgParser args("train",
                  "Train a float model on a dataset: progress bar (loss, accuracy, images/s, ETA), test-set evaluation "
                  "after each epoch, DIR/log.csv, DIR/summary.json and DIR/model.ckpt (written atomically every "
-                 "epoch; --resume continues a run exactly).");
+                 "epoch; --resume continues a run exactly). SIGINT or SIGTERM stop it at the next step with a complete "
+                 "checkpoint and print the command that resumes it.");
   args.common_options(/*with_data=*/true, /*with_out=*/true);
   std::vector<std::string> models(nn::model_names().begin(), nn::model_names().end());
   args.choice("model", models, "architecture (with --init or --resume: the checkpoint's)", "resnet20");
@@ -193,6 +195,7 @@ int run_train(int argc, char** argv) {
   std::cerr << fmt::format("{} ({} parameters) on {}: {} train / {} test images, {} epochs of {} batches, {} threads, {}\n",
                            ms.arch, model->parameter_count(), spec.to_string(), splits.train.size(), splits.test.size(),
                            o.epochs, trainer.batches_per_epoch(), num_threads(), isa_name(active_isa()));
+  install_stop_handlers();  // SIGINT/SIGTERM: stop at the next step with a resumable checkpoint
   const std::vector<nn::EpochStats>& history =
       qat.inq_steps.empty() ? trainer.fit() : fit_with_inq(qat, trainer, *model, o.epochs);
   if (!history.empty()) {

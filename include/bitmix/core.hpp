@@ -6,6 +6,7 @@
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/file_io.hpp"
+#include "bitmix/core/interrupt.hpp"
 #include "bitmix/core/parameter.hpp"
 #include "bitmix/core/rng.hpp"
 #include "bitmix/core/tensor.hpp"

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
+
 #include "bitmix/core/error.hpp"
 
 namespace bitmix {
@@ -135,10 +137,31 @@ class Pool {
 
 std::mutex g_pool_mutex;
 std::unique_ptr<Pool> g_pool;  // guarded by g_pool_mutex for creation and resizing
+// In a forked child: the parent's pool (kept reachable, never used) and its size, which the
+// child's own pool takes.
+Pool* g_forked_away = nullptr;
+int g_size_after_fork = 0;
+
+// fork() copies only the calling thread: a child that used the parent's pool would wait forever
+// for workers that do not exist in it. The child forgets that pool (leaked, not destroyed: its
+// destructor would join threads that are not there) and starts its own on first use. Holding
+// g_pool_mutex across fork() keeps the child from inheriting it locked mid-resize.
+void register_fork_handlers() {
+  static const int registered = ::pthread_atfork([] { g_pool_mutex.lock(); }, [] { g_pool_mutex.unlock(); },
+                                                 [] {
+                                                   g_pool_mutex.unlock();
+                                                   if (g_pool) g_size_after_fork = g_pool->size();
+                                                   g_forked_away = g_pool.release();
+                                                 });
+  static_cast<void>(registered);
+}
 
 Pool& pool() {
   std::lock_guard<std::mutex> lock(g_pool_mutex);
-  if (!g_pool) g_pool = std::make_unique<Pool>(default_num_threads());
+  if (!g_pool) {
+    register_fork_handlers();
+    g_pool = std::make_unique<Pool>(g_size_after_fork > 0 ? g_size_after_fork : default_num_threads());
+  }
   return *g_pool;
 }
 
@@ -167,6 +190,7 @@ void set_num_threads(int n) {
   const int threads = n <= 0 ? default_num_threads() : std::min(n, 1024);
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   if (g_pool && g_pool->size() == threads) return;
+  register_fork_handlers();
   g_pool.reset();
   g_pool = std::make_unique<Pool>(threads);
 }

@@ -17,13 +17,27 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "packed planes are read as little-endian words; big-endian targets are not supported");
 
-// Bytes after the last row that a window read may touch (a 32-bit word starting inside the
-// last row can extend 3 bytes past it; the weights' zero bits cancel whatever is there).
-inline constexpr int64_t kInputSlackBytes = 64;
-
 constexpr int64_t round_up(int64_t value, int64_t multiple) noexcept {
   return (value + multiple - 1) / multiple * multiple;
 }
+
+// How far the reads of one window row go past the window: the kernels read it as
+// ceil(KW·Cs / 32) 32-bit words from its first byte, and KW·Cs / 8 is a whole number of bytes
+// (Cs is a multiple of 8), so the words end at most 3 bytes after the window's last byte (the
+// weights' zero bits cancel whatever is there). A window lies inside its row, so only the last
+// row of a PackedActivations can be read past, by at most that much.
+constexpr int64_t window_overread_bytes(int64_t window_bytes) noexcept {
+  return round_up(window_bytes, 4) - window_bytes;
+}
+
+// Bytes allocated after the last row of every PackedActivations, so that those reads stay
+// inside the allocation (AddressSanitizer checks it in CI: the kernels' suites run under it).
+inline constexpr int64_t kInputSlackBytes = 64;
+static_assert([] {
+  for (int64_t window_bytes = 1; window_bytes <= 4096; ++window_bytes)
+    if (window_overread_bytes(window_bytes) > 3 || window_overread_bytes(window_bytes) > kInputSlackBytes) return false;
+  return true;
+}(), "a window row's word reads must stay within the slack after the last row");
 constexpr int64_t ceil_div(int64_t value, int64_t divisor) noexcept { return (value + divisor - 1) / divisor; }
 
 inline uint32_t load_u32(const uint8_t* p) noexcept {

@@ -62,6 +62,10 @@ Json detail::run_metadata_json(const RunMetadata& m) {
                      {"options", detail::trainer_options_to_json(t.options)},
                      {"groups", groups},
                      {"history", history}};
+    if (t.partial)
+      j["training"]["partial_epoch"] = {{"batches", t.partial->batches},   {"loss_sum", t.partial->loss_sum},
+                                        {"extra_sum", t.partial->extra_sum}, {"correct", t.partial->correct},
+                                        {"images", t.partial->images},     {"seconds", t.partial->seconds}};
   } else {
     j["training"] = nullptr;
   }
@@ -120,6 +124,17 @@ RunMetadata current_run_metadata(const MetadataReader& root) {
     for (const MetadataReader& g : t.objects("groups"))
       s.groups.push_back({g.string("name"), g.string("optimizer"), detail::schedule_from_json(g.object("schedule"))});
     for (const MetadataReader& h : t.objects("history")) s.history.push_back(detail::epoch_stats_from_json(h, /*legacy=*/false));
+    if (t.has("partial_epoch") && !t.is_null("partial_epoch")) {
+      const MetadataReader pe = t.object("partial_epoch");
+      PartialEpoch e;
+      e.batches = pe.integer("batches", 1);
+      e.loss_sum = pe.number("loss_sum");
+      e.extra_sum = pe.number("extra_sum");
+      e.correct = pe.integer("correct", 0);
+      e.images = pe.integer("images", 1);
+      e.seconds = pe.number("seconds");
+      s.partial = e;
+    }
     m.training = std::move(s);
   }
   return m;
@@ -195,6 +210,15 @@ void RunMetadata::validate() const {
     for (std::size_t i = 0; i < t.history.size(); ++i)
       if (t.history[i].epoch != static_cast<int>(i) + 1)
         invalid(fmt::format("training.history[{}].epoch", i), fmt::format("{}: expected {}", t.history[i].epoch, i + 1));
+    if (t.partial) {
+      const PartialEpoch& p = *t.partial;
+      if (t.epoch >= t.options.epochs)
+        invalid("training.partial_epoch", fmt::format("a part of epoch {} of a {}-epoch run", t.epoch + 1, t.options.epochs));
+      if (p.batches < 1 || p.batches > t.step)
+        invalid("training.partial_epoch.batches", fmt::format("{}: expected 1 to the step count {}", p.batches, t.step));
+      if (p.images < p.batches || p.correct < 0 || p.correct > p.images)
+        invalid("training.partial_epoch", fmt::format("{} correct of {} images in {} batches", p.correct, p.images, p.batches));
+    }
     if (!t.groups.empty() && t.groups.front().name != "main")
       invalid("training.groups", fmt::format("starts with '{}': expected the \"main\" group first", t.groups.front().name));
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cmath>
 #include <iostream>
 #include <optional>
@@ -10,6 +11,7 @@
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
+#include "bitmix/core/interrupt.hpp"
 #include "bitmix/support/progress.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/core/timer.hpp"
@@ -113,6 +115,8 @@ void Trainer::add_parameter_group(std::string name, std::unique_ptr<Optimizer> o
   groups_.push_back({std::move(name), std::move(optimizer), std::move(schedule)});
 }
 
+void Trainer::set_step_hook(std::function<void(int64_t)> hook) { step_hook_ = std::move(hook); }
+
 void Trainer::add_epoch_callback(std::function<void(const EpochStats&)> callback) {
   callbacks_.push_back(std::move(callback));
 }
@@ -215,7 +219,7 @@ EpochStats Trainer::train_epoch() {
   const int epoch = epoch_ + 1;
   EpochStats stats;
   stats.epoch = epoch;
-  stats.lr = schedule_.lr(step_);
+
   model_.train();
   train_loader_->set_epoch(epoch_);
   const int64_t batches = train_loader_->num_batches();
@@ -225,10 +229,20 @@ EpochStats Trainer::train_epoch() {
     progress = std::make_unique<Progress>(fmt::format("epoch {}/{}", epoch, options_.epochs), images, "img");
   data::Batch batch;
   Tensor grad_logits;
-  double loss_sum = 0, extra_sum = 0;
-  int64_t correct = 0, seen = 0;
+  // A resumed epoch continues from the batch and the sums where it was stopped.
+  const PartialEpoch resumed = partial_.value_or(PartialEpoch{});
+  partial_.reset();
+  stats.lr = schedule_.lr(step_ - resumed.batches);  // the rate at the epoch's first step
+  double loss_sum = resumed.loss_sum, extra_sum = resumed.extra_sum;
+  int64_t correct = resumed.correct, seen = resumed.images;
   Stopwatch clock;
-  for (int64_t b = 0; b < batches; ++b) {
+  for (int64_t b = resumed.batches; b < batches; ++b) {
+    if (const int signal = stop_requested(); signal != 0) {
+      if (progress) progress->finish("interrupted");
+      if (b > 0) partial_ = PartialEpoch{b, loss_sum, extra_sum, correct, seen, resumed.seconds + clock.seconds()};
+      stop_for_signal(signal, batches);
+    }
+    if (step_hook_) step_hook_(step_);
     train_loader_->fill_batch(b, batch);
     const int64_t n = static_cast<int64_t>(batch.labels.size());
     optimizer_->zero_grad();
@@ -265,7 +279,7 @@ EpochStats Trainer::train_epoch() {
       progress->update(seen, fmt::format("loss {:.4f} acc {:.2f}% lr {:.4g}", loss_sum / static_cast<double>(seen),
                                          100.0 * static_cast<double>(correct) / static_cast<double>(seen), lr));
   }
-  stats.seconds = clock.seconds();
+  stats.seconds = resumed.seconds + clock.seconds();
   stats.train_loss = loss_sum / static_cast<double>(seen);
   stats.extra_loss = extra_sum / static_cast<double>(seen);
   stats.train_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
@@ -273,6 +287,21 @@ EpochStats Trainer::train_epoch() {
   if (progress)
     progress->finish(fmt::format("loss {:.4f} acc {:.2f}%", stats.train_loss, 100.0 * stats.train_accuracy));
   return stats;
+}
+
+void Trainer::stop_for_signal(int signal, int64_t batches) {
+  std::filesystem::path ckpt;
+  if (!options_.out_dir.empty()) {
+    ckpt = options_.out_dir / "model.ckpt";
+    save_checkpoint(ckpt);
+  }
+  const std::string name = signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : fmt::format("signal {}", signal);
+  const int64_t done = partial_ ? partial_->batches : 0;
+  throw TrainingInterrupted(
+      fmt::format("interrupted by {} at epoch {}, after batch {}/{} (step {}); {}", name, epoch_ + 1, done, batches,
+                  step_, ckpt.empty() ? std::string("no output directory: nothing was saved")
+                                      : fmt::format("wrote the checkpoint {}", ckpt.string())),
+      signal, ckpt);
 }
 
 const std::vector<EpochStats>& Trainer::fit(int until_epoch) {

@@ -32,6 +32,7 @@ RunMetadata Trainer::run_metadata() const {
   if (optimizer_) t.groups.push_back({"main", optimizer_->kind(), schedule_.options()});
   for (const ParameterGroup& g : groups_) t.groups.push_back({g.name, g.optimizer->kind(), g.schedule.options()});
   t.history = history_;
+  t.partial = partial_;
   m.training = std::move(t);
   return m;
 }
@@ -84,6 +85,14 @@ void Trainer::resume(const std::filesystem::path& path) {
   if (state.epoch > options_.epochs)
     throw ArgumentError(fmt::format("checkpoint {} is at epoch {}, beyond the {} epochs of this run", source, state.epoch,
                                     options_.epochs));
+  const int64_t expected_step = static_cast<int64_t>(state.epoch) * batches_per_epoch() +
+                                (state.partial ? state.partial->batches : 0);
+  if (state.step != expected_step || (state.partial && state.partial->batches >= batches_per_epoch()))
+    throw ArgumentError(fmt::format("checkpoint {} is at step {} of epoch {}{}; with {} batches per epoch this run "
+                                    "would be at step {}: not the same run",
+                                    source, state.step, state.epoch + (state.partial ? 1 : 0),
+                                    state.partial ? fmt::format(" (after batch {})", state.partial->batches) : "",
+                                    batches_per_epoch(), expected_step));
   // With averaging, every averaged tensor needs its trained value: check them all before
   // changing anything.
   std::vector<const Tensor*> live_values;
@@ -105,6 +114,7 @@ void Trainer::resume(const std::filesystem::path& path) {
   load_optimizer_state(*optimizer_, ck, "main", source);
   for (ParameterGroup& g : groups_) load_optimizer_state(*g.optimizer, ck, g.name, source);
   history_ = state.history;
+  partial_ = state.partial;
   epoch_ = state.epoch;
   step_ = state.step;
   train_seconds_ = state.train_seconds;

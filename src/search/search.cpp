@@ -307,7 +307,10 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   trainer.add_parameter_group("strengths", std::make_unique<nn::Adam>(strengths, nn::AdamOptions{}),
                               nn::LrSchedule(strength_schedule));
 
-  Rng gumbel_rng = Rng(train_options.seed).fork(0x6b6b);
+  // The noise of step s comes from its own stream (reseeded by the step hook), so a resumed
+  // search draws what an uninterrupted one would.
+  const Rng gumbel_streams = Rng(train_options.seed).fork(0x6b6b);
+  Rng gumbel_rng = gumbel_streams;
   auto set_temperature = [&](int64_t step) {
     if (!options.gumbel) return;
     const double total = static_cast<double>(std::max<int64_t>(1, strength_schedule.total_steps));
@@ -343,9 +346,13 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
 
   const int64_t warmup_steps =
       static_cast<int64_t>(std::llround(options.strength_warmup_epochs * static_cast<float>(trainer.batches_per_epoch())));
+  trainer.set_step_hook([&](int64_t step) {
+    set_temperature(step);
+    if (options.gumbel) gumbel_rng = gumbel_streams.fork(static_cast<uint64_t>(step));
+  });
+  int holdout_epoch = -1;
   trainer.set_extra_loss([&]() -> double {
     const int64_t step = trainer.steps_done();
-    set_temperature(step + 1);  // for the next forward
     if (step < warmup_steps) {
       for (const NamedParameter& p : strengths) p.parameter->grad.zero();
       return 0.0;
@@ -358,7 +365,10 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
       model.zero_grad();
       const int64_t batches = holdout_loader->num_batches();
       const int64_t index = step % batches;
-      if (index == 0) holdout_loader->set_epoch(static_cast<int>(step / batches));
+      if (holdout_epoch != static_cast<int>(step / batches)) {  // (also the first step after a resume)
+        holdout_epoch = static_cast<int>(step / batches);
+        holdout_loader->set_epoch(holdout_epoch);
+      }
       holdout_loader->fill_batch(index, holdout_batch);
       const Tensor& logits = model.forward(holdout_batch.images);
       Tensor grad_logits;
@@ -389,8 +399,19 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
     records.push_back({epoch, probs, expected_cost(cost_model, options.candidates, probs).value});
     write_file_atomic(options.out_dir / "strengths.csv",
                       detail::strengths_csv(layers, options.candidates, records, cost_model));
+    write_file_atomic(train_options.out_dir / "strengths.json", detail::strength_records_json(records));
   };
-  record(0);
+  if (options.resume.empty()) {
+    record(0);
+  } else {
+    // The supernet's checkpoint: weights, strengths, quantizer state, both optimizers and the
+    // step, mid-epoch if the search was interrupted.
+    trainer.resume(options.resume);
+    records = detail::read_strength_records(train_options.out_dir / "strengths.json", trainer.epochs_done(),
+                                            layers.size(), options.candidates);
+    std::cerr << fmt::format("resumed the search from {} at epoch {} (step {})\n", options.resume.string(),
+                             trainer.epochs_done(), trainer.steps_done());
+  }
   trainer.add_epoch_callback([&](const nn::EpochStats& stats) {
     record(stats.epoch);
     const double e = records.back().expected_cost;

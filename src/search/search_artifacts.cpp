@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "bitmix/core/error.hpp"
+#include "bitmix/core/file_io.hpp"
+#include "core/strict_json.hpp"
 
 #include "bitmix/support/plot.hpp"
 
@@ -105,5 +110,66 @@ std::string bits_svg(const quant::BitConfig& config, const std::string& title) {
 
 // A candidate's local name without its candidate prefix: "b4.step" (EBS), "w4.step" / "a3.step"
 // (DNAS) -> "step".
+
+std::string strength_records_json(const std::vector<StrengthRecord>& records) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const StrengthRecord& r : records) {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (const LayerProbabilities& p : r.probabilities) layers.push_back({{"w", p.w}, {"a", p.a}});
+    list.push_back({{"epoch", r.epoch}, {"expected_cost", r.expected_cost}, {"layers", layers}});
+  }
+  return nlohmann::ordered_json{{"format", "bitmix-strength-records"}, {"records", list}}.dump() + "\n";
+}
+
+std::vector<StrengthRecord> read_strength_records(const std::filesystem::path& path, int last_epoch,
+                                                  std::size_t layer_count, const Candidates& candidates) {
+  const std::string where = path.string();
+  auto fail = [&](const std::string& what) -> FormatError {
+    return FormatError(fmt::format("{}: {} (the search's record of its strengths, needed to resume it)", where, what));
+  };
+  std::vector<StrengthRecord> records;
+  try {
+    const nlohmann::json root = bitmix::detail::parse_json_strict(read_file_text(path), where);
+    if (!root.is_object() || !root.contains("format") || root.at("format") != "bitmix-strength-records" ||
+        !root.contains("records") || !root.at("records").is_array())
+      throw fail("not a strength record file");
+    auto doubles = [&](const nlohmann::json& j, std::size_t n, const char* what) {
+      if (!j.is_array() || j.size() != n) throw fail(fmt::format("{}: expected {} numbers", what, n));
+      std::vector<double> v;
+      for (const nlohmann::json& x : j) {
+        if (!x.is_number()) throw fail(fmt::format("{}: expected numbers", what));
+        v.push_back(x.get<double>());
+      }
+      return v;
+    };
+    for (const nlohmann::json& r : root.at("records")) {
+      if (!r.is_object() || !r.contains("epoch") || !r.at("epoch").is_number_integer() || !r.contains("expected_cost") ||
+          !r.at("expected_cost").is_number() || !r.contains("layers") || !r.at("layers").is_array())
+        throw fail(fmt::format("record {}: expected epoch, expected_cost and layers", records.size()));
+      const int64_t epoch = r.at("epoch").get<int64_t>();
+      if (epoch != static_cast<int64_t>(records.size()))
+        throw fail(fmt::format("record {} is of epoch {}: expected consecutive epochs from 0", records.size(), epoch));
+      if (epoch > last_epoch) break;  // written after the checkpoint the search resumes from
+      const nlohmann::json& layers = r.at("layers");
+      if (layers.size() != layer_count)
+        throw fail(fmt::format("epoch {}: {} layers, the searched model has {}", epoch, layers.size(), layer_count));
+      StrengthRecord record{static_cast<int>(epoch), {}, r.at("expected_cost").get<double>()};
+      for (const nlohmann::json& l : layers) {
+        if (!l.is_object() || !l.contains("w") || !l.contains("a") || !l.at("w").is_array() || !l.at("a").is_array())
+          throw fail(fmt::format("epoch {}: a layer without the lists w and a", epoch));
+        // Pinned layers have no probabilities (empty lists).
+        const std::size_t nw = l.at("w").empty() ? 0 : candidates.w_bits.size();
+        const std::size_t na = l.at("a").empty() ? 0 : candidates.a_bits.size();
+        record.probabilities.push_back({doubles(l.at("w"), nw, "w"), doubles(l.at("a"), na, "a")});
+      }
+      records.push_back(std::move(record));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw fail(bitmix::detail::json_error_text(e));
+  }
+  if (static_cast<int>(records.size()) != last_epoch + 1)
+    throw fail(fmt::format("records of epochs 0 to {} expected, found {}", last_epoch, records.size()));
+  return records;
+}
 
 }  // namespace bitmix::search::detail

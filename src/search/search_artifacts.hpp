@@ -3,6 +3,7 @@
 // probability and the expected cost), strengths.svg and bits.svg. Kept apart from the search
 // loop (search.cpp) so that the loop reads as the algorithm.
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -23,5 +24,13 @@ std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candid
 std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
                           const std::vector<StrengthRecord>& records);
 std::string bits_svg(const quant::BitConfig& config, const std::string& title);
+
+// The records at full precision (DIR/supernet/strengths.json), so that a resumed search writes
+// the same strengths.csv and strengths.svg as an uninterrupted one.
+std::string strength_records_json(const std::vector<StrengthRecord>& records);
+// The records of epochs 0 to last_epoch from such a file. FormatError naming `path` if it is
+// malformed, does not fit the layers and candidates, or lacks one of those epochs.
+std::vector<StrengthRecord> read_strength_records(const std::filesystem::path& path, int last_epoch,
+                                                  std::size_t layer_count, const Candidates& candidates);
 
 }  // namespace bitmix::search::detail

@@ -8,6 +8,10 @@
 #include <stdexcept>
 #include <vector>
 
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "bitmix/core/error.hpp"
 
 namespace bitmix {
@@ -101,6 +105,35 @@ TEST_F(ThreadPoolTest, ManyShortJobs) {
     total += sum.load();
   }
   EXPECT_EQ(total, 20000 * 64);
+}
+
+TEST_F(ThreadPoolTest, ForkedChildGetsAWorkingPool) {
+  // The parent's workers do not exist in a child made by fork(): parallel calls there must
+  // neither hang waiting for them nor run on fewer threads than the parent had.
+  set_num_threads(3);
+  std::atomic<int> warm{0};
+  parallel_run([&](int, int) { warm.fetch_add(1); });
+  ASSERT_EQ(warm.load(), 3);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::atomic<int> calls{0};
+    std::atomic<int64_t> sum{0};
+    parallel_run([&](int, int) { calls.fetch_add(1); });
+    parallel_for(1000, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sum.fetch_add(i);
+    });
+    ::_exit(calls.load() == 3 && sum.load() == 999 * 1000 / 2 && num_threads() == 3 ? 0 : 1);
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 600 && (done = ::waitpid(pid, &status, WNOHANG)) == 0; ++i) ::usleep(50000);
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the forked child's parallel calls hung";
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
 
 }  // namespace

@@ -141,6 +141,11 @@ int main(int argc, char** argv) {
     const std::string current = bitmix::nn::to_json(run);
     put(out / "run_metadata", "current.json", current);
     put(out / "run_metadata", "truncated.json", current.substr(0, current.size() / 2));
+    // An interrupted run: part of its second epoch done.
+    run.training->options.epochs = 3;
+    run.training->step = 6;
+    run.training->partial = bitmix::nn::PartialEpoch{2, 2.25, 0.5, 40, 64, 1.5};
+    put(out / "run_metadata", "interrupted.json", bitmix::nn::to_json(run));
     bitmix::nn::testing::LegacyTrainerRun legacy;
     legacy.options.epochs = 2;
     legacy.dataset_name = "bands";

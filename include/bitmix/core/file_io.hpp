@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,9 +17,18 @@ namespace bitmix {
 std::vector<uint8_t> read_file_bytes(const std::filesystem::path& path);
 std::string read_file_text(const std::filesystem::path& path);
 
-// Writes to "<path>.tmp-<random>" in the same directory; commit() flushes, closes and renames
-// it onto `path`. If commit() is never reached (an exception, an early return) the destructor
-// deletes the temporary file. Parent directories are created.
+// Writes to "<path>.tmp-<pid>-<n>-<stamp>" in the same directory; commit() flushes the data to
+// the disk (fsync), closes and renames it onto `path`, then syncs the directory. So at every
+// instant, even if the process is killed (SIGKILL) or the machine loses power, `path` holds
+// either its complete old content or the complete new one. If commit() is never reached (an
+// exception, an early return) the destructor deletes the temporary file; a temporary left by a
+// killed process is deleted by the next successful commit() to the same path (its process id
+// names a process that no longer exists). Parent directories are created.
+//
+// Every failure (no space, a file size limit, a read-only directory) throws IoError naming
+// `path` and the system's reason, and leaves the previous file untouched. (A process that sets
+// an RLIMIT_FSIZE should ignore SIGXFSZ, as the bitmix tool does, to get that error instead of
+// being killed by the signal.)
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::filesystem::path path);
@@ -28,20 +36,28 @@ class AtomicFileWriter {
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
 
-  std::ostream& stream() { return out_; }
+  // Throws IoError at the first failed write (the temporary is removed by the destructor).
   void write(std::span<const uint8_t> bytes);
   void write(std::string_view text);
-  // Throws IoError if any write failed or the rename fails.
+  // Throws IoError if the data cannot be made durable or the rename fails.
   void commit();
 
   const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& temp_path() const { return temp_path_; }
 
  private:
+  void write_raw(const char* data, std::size_t size);
+
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
-  std::ofstream out_;
+  int fd_ = -1;
   bool committed_ = false;
 };
+
+// The temporary files AtomicFileWriter left beside `path` (killed writers); with
+// `only_dead_writers`, only those whose writing process no longer exists.
+std::vector<std::filesystem::path> atomic_write_leftovers(const std::filesystem::path& path,
+                                                          bool only_dead_writers = true);
 
 // Convenience: atomically replace `path` with `text`.
 void write_file_atomic(const std::filesystem::path& path, std::string_view text);

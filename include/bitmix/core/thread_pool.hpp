@@ -6,6 +6,7 @@
 // [k*n/T, (k+1)*n/T). The partition depends only on n and the thread count, so any result
 // that depends on it (e.g. the order of a reduction) is the same from run to run.
 // A parallel call made from inside a parallel region runs serially on the calling thread.
+// A child made by fork() gets a pool of its own (same size) on its first parallel call.
 
 #include <cstdint>
 #include <utility>

@@ -85,9 +85,19 @@ struct ParameterGroupRecord {
 };
 
 // What Trainer::resume needs beyond the tensors, and the record of the run so far.
+// An epoch stopped between two steps (an interrupted run, see Trainer): the batches done and
+// the running sums of its statistics, from which a resumed run continues the epoch exactly.
+struct PartialEpoch {
+  int64_t batches = 0;  // done, >= 1
+  double loss_sum = 0, extra_sum = 0;
+  int64_t correct = 0, images = 0;
+  double seconds = 0;
+};
+
 struct TrainingState {
   int epoch = 0;  // completed epochs
   int64_t step = 0;
+  std::optional<PartialEpoch> partial;  // epoch + 1 was stopped part-way
   double train_seconds = 0;
   // The run's hyper-parameters. Not recorded: out_dir, progress and normalization (the latter is
   // RunMetadata::normalization).

@@ -16,12 +16,16 @@
 // filled in by the trainer.
 //
 // A non-finite loss stops training with NonFiniteLossError; the checkpoint of the last
-// completed epoch is left as it was.
+// completed epoch is left as it was. A stop request (bitmix::stop_requested(), set by the
+// SIGINT/SIGTERM handlers of bitmix/core/interrupt.hpp) is honoured before the next step: the
+// checkpoint is written with the epoch's progress so far and fit() throws TrainingInterrupted;
+// resuming from that checkpoint continues the epoch at the same batch, bit for bit.
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +43,22 @@ namespace bitmix::nn {
 class NonFiniteLossError : public Error {
  public:
   using Error::Error;
+};
+
+// A run stopped by a stop request (bitmix/core/interrupt.hpp: SIGINT, SIGTERM) at a step
+// boundary. When the options name an output directory, the checkpoint there was written first
+// and holds the stopped epoch's progress: resume() from it continues exactly where the run
+// stopped, with the numbers of an uninterrupted run.
+class TrainingInterrupted : public Error {
+ public:
+  TrainingInterrupted(const std::string& message, int signal, std::filesystem::path checkpoint)
+      : Error(message), signal_(signal), checkpoint_(std::move(checkpoint)) {}
+  int signal() const { return signal_; }
+  const std::filesystem::path& checkpoint() const { return checkpoint_; }  // empty: nothing written
+
+ private:
+  int signal_;
+  std::filesystem::path checkpoint_;
 };
 
 struct EvalResult {
@@ -66,6 +86,10 @@ class Trainer {
   // Adam while the weights use SGD). Its parameters are removed from the main group.
   void add_parameter_group(std::string name, std::unique_ptr<Optimizer> optimizer, LrSchedule schedule);
   void add_epoch_callback(std::function<void(const EpochStats&)> callback);
+  // Called at the start of every step with its index (0-based from the start of the run, also
+  // after resume()), before the batch's forward pass: for state that must be a function of the
+  // step so that a resumed run reproduces it (the search's temperature and sampling noise).
+  void set_step_hook(std::function<void(int64_t step)> hook);
   // Describes the run in every checkpoint and summary.json: the model spec, the --data string,
   // the quantization recipe and the provenance are taken from `run`; its data shape and counts,
   // normalization and training state are replaced by the trainer's own. Without it (or with an
@@ -99,6 +123,7 @@ class Trainer {
   void build_optimizer();
   EpochStats train_epoch();
   void write_outputs(bool finished);
+  [[noreturn]] void stop_for_signal(int signal, int64_t batches);
   // Weight averaging (options_.ema_decay > 0).
   void init_average();
   void update_average();
@@ -122,10 +147,12 @@ class Trainer {
   LrSchedule schedule_;
   std::vector<ParameterGroup> groups_;
   std::function<double()> extra_loss_;
+  std::function<void(int64_t)> step_hook_;
   std::vector<std::function<void(const EpochStats&)>> callbacks_;
   std::vector<EpochStats> history_;
   int epoch_ = 0;
   int64_t step_ = 0;
+  std::optional<PartialEpoch> partial_;  // the progress of epoch epoch_ + 1 when stopped part-way
   double train_seconds_ = 0;
 };
 

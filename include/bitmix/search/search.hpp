@@ -10,6 +10,7 @@
 //   DIR/strengths.csv    per epoch and layer: probabilities, expected bits and expected cost
 //   DIR/bits.svg, DIR/strengths.svg, DIR/summary.json
 //   DIR/supernet/        the search run's own log.csv, summary.json and resumable checkpoint
+//                        (model.ckpt; strengths.json, the strength records, goes with it)
 
 #include <cstdint>
 #include <filesystem>
@@ -56,6 +57,9 @@ struct SearchOptions {
   nn::TrainerOptions train;             // weights (and quantizer steps): epochs, SGD, lr, ...
   std::string model_name = "resnet20";
   std::filesystem::path out_dir;
+  // Continue an interrupted search from its supernet checkpoint (out_dir/supernet/model.ckpt),
+  // with the same options: the result is that of an uninterrupted search.
+  std::filesystem::path resume;
 };
 
 class DnasConvolution;
