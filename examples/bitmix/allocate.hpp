@@ -4,6 +4,7 @@
 // of the cross-layer model on random configurations (--evaluate-random).
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -58,5 +59,19 @@ nlohmann::ordered_json evaluate_random_configs(const AllocationRecord& record, i
                                                std::span<const Tensor> calibration,
                                                const search::LabelledBatches& sensitivity,
                                                const nn::PtqOptions& ptq, std::string* csv_out);
+
+}  // namespace bitmix::cli
+
+namespace bitmix::cli {
+
+// --hawq-cache FILE: HAWQ's traces (and the Ω they give) kept as JSON under a key naming
+// everything they depend on (the checkpoint's bytes, the image sets, the options, the Hutchinson
+// settings), so that a sweep over budgets measures them once. Empty when the file does not
+// exist; ArgumentError naming the file when it belongs to another measurement, FormatError when
+// it is malformed.
+std::optional<search::HawqSensitivity> load_hawq_cache(const std::filesystem::path& path, const std::string& key);
+void save_hawq_cache(const std::filesystem::path& path, const std::string& key, const search::HawqSensitivity& h);
+// 64-bit FNV-1a of a file's bytes, for the key (IoError naming the file).
+uint64_t file_fingerprint(const std::filesystem::path& path);
 
 }  // namespace bitmix::cli

@@ -88,6 +88,7 @@ int run_allocate(int argc, char** argv) {
   args.flag("no-psd", "clado: solve with the measured matrix as it is, without projecting it onto the PSD cone");
   args.option("hawq-iterations", "N", "hawq: Hutchinson probes at most", "100");
   args.option("hawq-tolerance", "T", "hawq: stop when every trace moves by less than this, relatively", "1e-3");
+  args.option("hawq-cache", "FILE", "hawq: the traces, kept for other budgets (default DIR/hawq-cache.json)");
   args.option("time-limit", "S", "give up the exact solve after S seconds with the best configuration found (0 = none)", "0");
   args.option("evaluate-random", "N",
               "clado: also quantize N random configurations within the budgets and compare their measured loss increase "
@@ -167,6 +168,8 @@ int run_allocate(int argc, char** argv) {
   std::filesystem::create_directories(out);  // the cache lives there by default
 
   Stopwatch measure_watch;
+  std::string hawq_cache_path;
+  bool hawq_cached = false;
   search::AllocationProblem problem = skeleton;
   const search::ModelFactory factory = [&ckpt] { return ckpt.make_model(); };
   if (method == "clado" || method == "independent") {
@@ -201,9 +204,25 @@ int run_allocate(int argc, char** argv) {
     o.progress = [&](int64_t done, int64_t) {
       if (bar) bar->update(done);
     };
-    const std::unique_ptr<nn::Module> model = ckpt.make_model();
-    record.hawq = search::hawq_sensitivity(*model, image, record.layers, sets.sensitivity, o);
-    if (bar) bar->finish();
+    const std::filesystem::path hawq_cache =
+        args.given("hawq-cache") ? std::filesystem::path(args.get_string("hawq-cache")) : out / "hawq-cache.json";
+    // Everything the traces and Ω depend on.
+    const std::string key = fmt::format(
+        "checkpoint {:016x}, W{{{}}} A{{{}}} {}, seed {}, images {}+{} in batches of {}, {} probes, tolerance {:g}",
+        file_fingerprint(ckpt.path), fmt::join(candidates.w_bits, ","), fmt::join(candidates.a_bits, ","),
+        policy.describe(), seed, calib_images, sens_images, batch, o.max_iterations, o.tolerance);
+    record.hawq = load_hawq_cache(hawq_cache, key);
+    hawq_cache_path = hawq_cache.string();
+    hawq_cached = record.hawq.has_value();
+    if (record.hawq) {
+      std::cerr << fmt::format("HAWQ traces from {} ({} probes)\n", hawq_cache.string(), record.hawq->iterations);
+      bar.reset();
+    } else {
+      const std::unique_ptr<nn::Module> model = ckpt.make_model();
+      record.hawq = search::hawq_sensitivity(*model, image, record.layers, sets.sensitivity, o);
+      if (bar) bar->finish();
+      save_hawq_cache(hawq_cache, key, *record.hawq);
+    }
     problem = search::hawq_problem(*record.hawq, record.layers, record.budgets);
   }
   const double measure_seconds = measures ? measure_watch.seconds() : 0.0;
@@ -276,6 +295,9 @@ int run_allocate(int argc, char** argv) {
   if (record.hawq)
     j["measurement"] = {{"hutchinson_iterations", record.hawq->iterations},
                         {"converged", record.hawq->converged},
+                        {"cache", hawq_cache_path},
+                        {"from_cache", hawq_cached},
+                        {"measured_seconds", record.hawq->seconds},
                         {"seconds", measure_seconds}};
   j["threads"] = num_threads();
 

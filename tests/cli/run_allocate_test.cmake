@@ -1,6 +1,6 @@
 # cmake -P script: post-training allocation and quantization end to end on a few Fashion-MNIST
 # images with a width-4 ResNet-20: every allocator stays inside its budgets (two at once), the
-# CLADO cache resumes an interrupted measurement and gives identical bits, `bitmix quantize`
+# CLADO cache resumes an interrupted measurement and gives identical bits (the HAWQ cache too), `bitmix quantize`
 # writes a checkpoint that export, eval --compare and train --init accept, and bad input exits
 # 2 (flags, budgets) or 1 (files) with nothing written.
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -72,7 +72,8 @@ endif()
 set(budgets --budget-size-kb ${half} --budget-avg-bits 6)
 foreach(method uniform independent hawq clado)
   run("allocate ${method}" allocate ${common} --init "${float}" --method ${method} ${budgets} ${sets}
-      --hawq-iterations 20 --cache "${WORK_DIR}/cache.txt" --out "${WORK_DIR}/${method}")
+      --hawq-iterations 20 --cache "${WORK_DIR}/cache.txt" --hawq-cache "${WORK_DIR}/hawq.json"
+      --out "${WORK_DIR}/${method}")
   check_budgets("${WORK_DIR}/${method}")
   json_get(method_seen "${WORK_DIR}/${method}/summary.json" method)
   if(NOT method_seen STREQUAL method)
@@ -96,6 +97,17 @@ run("clado resumed" allocate ${common} --init "${float}" --method clado ${budget
     --cache "${WORK_DIR}/partial-cache.txt" --out "${WORK_DIR}/clado-resumed")
 run("clado cached" allocate ${common} --init "${float}" --method clado ${budgets} ${sets}
     --cache "${WORK_DIR}/cache.txt" --out "${WORK_DIR}/clado-cached")
+run("hawq cached" allocate ${common} --init "${float}" --method hawq ${budgets} ${sets} --hawq-iterations 20
+    --hawq-cache "${WORK_DIR}/hawq.json" --out "${WORK_DIR}/hawq-cached")
+json_get(hawq_from_cache "${WORK_DIR}/hawq-cached/summary.json" measurement from_cache)
+if(NOT hawq_from_cache)
+  message(FATAL_ERROR "hawq-cached: the traces were measured again instead of read from the cache")
+endif()
+file(READ "${WORK_DIR}/hawq/bits.json" a)
+file(READ "${WORK_DIR}/hawq-cached/bits.json" b)
+if(NOT a STREQUAL b)
+  message(FATAL_ERROR "hawq-cached: bits.json differs from the measured run's")
+endif()
 foreach(again clado-resumed clado-cached)
   file(READ "${WORK_DIR}/clado/bits.json" a)
   file(READ "${WORK_DIR}/${again}/bits.json" b)
