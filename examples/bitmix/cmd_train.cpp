@@ -146,6 +146,8 @@ int run_train(int argc, char** argv) {
     o.normalization = nn::read_run_metadata(init_checkpoint, init, read_options).normalization;
     if (qat.enabled) {
       init_quantized_model(qat, *model, init_checkpoint, init, args.get_flag("init-partial"));
+      select_doubleq_levels_if_asked(args, qat, *model);
+      run.quantization = qat.recipe();
     } else {
       nn::LoadOptions lo;
       lo.allow_missing = lo.allow_unexpected = args.get_flag("init-partial");

@@ -8,8 +8,10 @@
 #include <utility>
 
 #include "bitmix/core/error.hpp"
+#include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/quantization.hpp"
 #include "bitmix/quant/calibrator.hpp"
+#include "bitmix/search/doubleq.hpp"
 
 namespace bitmix::cli {
 namespace {
@@ -81,6 +83,10 @@ void add_quantization_options(ArgParser& args) {
               "QAT with --quant dsconv: input channels per DSConv block (one scale per block of each output "
               "channel's kernel)",
               "32");
+  args.option("doubleq-budget-kib", "K",
+              "QAT with --quant doubleq and --init: DoubleQExt, choose per layer the 8-bit level or the power-of-two "
+              "level (--wbits) so the quantized weights fit K KiB with the least relative weight error",
+              "");
   args.option("inq-steps", "F1,F2,..",
               "QAT with INQ weights (--quant inq): the growing fractions of each layer's weights frozen to "
               "power-of-two levels, one per stage of the epochs (increasing, ending at 1 for an integer export)",
@@ -102,13 +108,13 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
   const bool uniform_flags = args.given("quant") || args.given("wbits") || args.given("abits");
   const bool from_file = args.given("bits");
   if (from_file) {
-    for (const char* flag : {"quant", "wbits", "abits", "first-last-bits", "w-granularity", "dsconv-block"})
+    for (const char* flag : {"quant", "wbits", "abits", "first-last-bits", "w-granularity", "dsconv-block", "doubleq-budget-kib"})
       if (args.given(flag))
         throw UsageError(fmt::format("--bits and --{} exclude each other (the BitConfig file gives every layer's bits "
                                      "and quantizers)",
                                      flag));
   } else if (!uniform_flags) {
-    for (const char* flag : {"first-last-bits", "w-granularity", "calibrate", "dsconv-block", "inq-steps"})
+    for (const char* flag : {"first-last-bits", "w-granularity", "calibrate", "dsconv-block", "inq-steps", "doubleq-budget-kib"})
       if (args.given(flag)) throw UsageError(fmt::format("--{} applies to QAT runs (--quant/--wbits/--abits or --bits)", flag));
     if (args.given("calibrate-method")) throw UsageError("--calibrate-method applies to QAT runs with --calibrate");
     return setup;
@@ -148,6 +154,11 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
                        scheme.a_quant);
   bits.policy = parse_first_last(args);
   bits.w_granularity = quant::parse_granularity(args.get_string("w-granularity"));
+  if (args.given("doubleq-budget-kib") && scheme.w_quant != quant::QuantizerKind::doubleq)
+    throw UsageError(fmt::format("--doubleq-budget-kib applies to DoubleQ weights (--quant doubleq), not --quant {}",
+                                 scheme_name));
+  if (args.given("doubleq-budget-kib") && !args.given("init"))
+    throw UsageError("--doubleq-budget-kib needs --init: the selection measures each layer's error on trained weights");
   if (args.given("dsconv-block") && scheme.w_quant != quant::QuantizerKind::dsconv)
     throw UsageError(fmt::format("--dsconv-block applies to DSConv weights (--quant dsconv), not --quant {}", scheme_name));
   bits.w_block = args.get_int("dsconv-block", 1, int64_t{1} << 20);
@@ -182,6 +193,74 @@ const std::vector<nn::EpochStats>& fit_with_inq(const QuantizationSetup& setup, 
     trainer.fit(end);
   }
   return trainer.fit();
+}
+
+void select_doubleq_levels_if_asked(const ArgParser& args, QuantizationSetup& setup, nn::Module& model) {
+  if (!args.given("doubleq-budget-kib")) return;
+  const double kib = args.get_double("doubleq-budget-kib", 0.0, 1e12);
+  std::vector<search::DoubleQLayer> candidates;
+  std::vector<std::size_t> index;  // config layer of each candidate
+  double fixed_bits = 0;
+  const std::vector<nn::LayerQuantizers> attached = nn::attached_quantizers(model, setup.image);
+  for (std::size_t i = 0; i < setup.config.layers.size(); ++i) {
+    quant::LayerBits& l = setup.config.layers[i];
+    const nn::LayerQuantizers* lq = nullptr;
+    for (const nn::LayerQuantizers& a : attached)
+      if (a.name == l.name) lq = &a;
+    if (l.w_quant != quant::QuantizerKind::doubleq || l.w_bits == 8 || lq == nullptr || lq->weight == nullptr) {
+      fixed_bits += static_cast<double>(l.params.value_or(0)) * quant::code_bits(l.weight_spec());
+      continue;
+    }
+    // The layer's relative squared weight error at each level, on the --init weights.
+    auto* conv = dynamic_cast<nn::Conv2d*>(lq->layer);
+    const Tensor& w = conv != nullptr ? conv->weight().value : dynamic_cast<nn::Linear&>(*lq->layer).weight().value;
+    search::DoubleQLayer c;
+    c.name = l.name;
+    c.params = w.numel();
+    c.level_two_code_bits = quant::code_bits(l.weight_spec());
+    double norm = 0;
+    for (int64_t k = 0; k < w.numel(); ++k) norm += static_cast<double>(w[k]) * static_cast<double>(w[k]);
+    for (int level : {8, l.w_bits}) {
+      quant::LayerBits probe = l;
+      probe.w_bits = level;
+      quant::Quantizer q(probe.weight_spec(w.shape()[0]));
+      const Tensor y = q.forward(w);
+      double err = 0;
+      for (int64_t k = 0; k < w.numel(); ++k) {
+        const double d = static_cast<double>(y[k]) - static_cast<double>(w[k]);
+        err += d * d;
+      }
+      (level == 8 ? c.error_level_one : c.error_level_two) = norm > 0 ? err / norm : 0.0;
+    }
+    candidates.push_back(c);
+    index.push_back(i);
+  }
+  if (candidates.empty()) throw UsageError("--doubleq-budget-kib: no layer takes DoubleQ's second level");
+  const double cap = kib * 8192.0 - fixed_bits;
+  search::DoubleQSelection selection;
+  try {
+    if (cap < 0) throw ArgumentError(fmt::format("the pinned layers alone take {} ", human_bytes(fixed_bits / 8.0)));
+    selection = search::select_doubleq_levels(candidates, cap);
+  } catch (const ArgumentError& e) {
+    double smallest = fixed_bits;
+    for (const search::DoubleQLayer& c : candidates) smallest += static_cast<double>(c.params * c.level_two_code_bits);
+    throw UsageError(fmt::format("--doubleq-budget-kib {}: {} (the smallest achievable is {}: every layer but the "
+                                 "pinned ones at level two)",
+                                 kib, e.what(), human_bytes(smallest / 8.0)));
+  }
+  int64_t level_two = 0;
+  for (std::size_t k = 0; k < candidates.size(); ++k) {
+    if (!selection.level_two[k]) setup.config.layers[index[k]].w_bits = 8;
+    level_two += selection.level_two[k] ? 1 : 0;
+  }
+  nn::annotate_bit_config(setup.config, model, setup.image);
+  nn::apply_bit_config(model, setup.image, setup.config);  // fresh quantizers: activations initialize from data
+  setup.source += fmt::format(" --doubleq-budget-kib {}", args.get_string("doubleq-budget-kib"));
+  setup.config.notes = setup.source;
+  std::cerr << fmt::format("DoubleQExt: {} of {} layers at the power-of-two level; weights {} of the {} budget "
+                           "(relative weight error summed: {:.4g})\n",
+                           level_two, candidates.size(), human_bytes((fixed_bits + selection.weight_bits) / 8.0),
+                           human_bytes(kib * 1024.0), selection.error);
 }
 
 void freeze_inq_for_evaluation(const QuantizationSetup& setup, nn::Module& model) {

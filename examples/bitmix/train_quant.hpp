@@ -62,6 +62,9 @@ void initialize_from_training_batch(const QuantizationSetup& setup, nn::Module& 
 // UsageError if there are fewer epochs than steps.
 const std::vector<nn::EpochStats>& fit_with_inq(const QuantizationSetup& setup, nn::Trainer& trainer,
                                                 nn::Module& model, int epochs);
+// --doubleq-budget-kib K (after --init): DoubleQExt's per-layer choice between the 8-bit level and
+// the power-of-two level under the budget; rewrites setup.config and re-attaches it.
+void select_doubleq_levels_if_asked(const ArgParser& args, QuantizationSetup& setup, nn::Module& model);
 // --eval-only with INQ weights: freezes the last step's fraction (post-training INQ).
 void freeze_inq_for_evaluation(const QuantizationSetup& setup, nn::Module& model);
 

@@ -435,36 +435,11 @@ CalibrationReport calibrate_quantizers(Module& model, const data::BatchLoader& l
 }
 
 // ---------------------------------------------------------------------------------------------
-// INQ.
-
-bool has_inq_quantizers(Module& model, const Shape& image_shape) {
-  for (const LayerQuantizers& q : attached_quantizers(model, image_shape))
-    if (q.weight != nullptr && q.weight->spec().kind == QuantizerKind::inq) return true;
-  return false;
-}
-
-quant::InqFreezeReport inq_freeze(Module& model, const Shape& image_shape, double fraction) {
-  quant::InqFreezeReport total;
-  for (const LayerQuantizers& q : attached_quantizers(model, image_shape)) {
-    if (q.weight == nullptr || q.weight->spec().kind != QuantizerKind::inq) continue;
-    try {
-      const quant::InqFreezeReport r = quant::inq_freeze(q.weight->quantizer(), layer_weight(*q.layer).value, fraction);
-      total.newly_frozen += r.newly_frozen;
-      total.frozen += r.frozen;
-      total.total += r.total;
-    } catch (const Error& e) {
-      throw ArgumentError(fmt::format("layer '{}': {}", q.name, e.what()));
-    }
-  }
-  return total;
-}
-
-// ---------------------------------------------------------------------------------------------
 // --quant names.
 
 const std::vector<std::string>& quant_scheme_names() {
   static const std::vector<std::string> names = {"lsq", "pact", "dorefa", "uniform", "symmetric",
-                                                 "sawb", "pot", "binary", "ternary", "syq", "dsconv", "inq"};
+                                                 "sawb", "pot", "binary", "ternary", "syq", "dsconv", "inq", "doubleq"};
   return names;
 }
 
@@ -485,7 +460,7 @@ QuantScheme parse_quant_scheme(std::string_view text) {
     if (is_float(s.w_quant) || is_float(s.a_quant)) throw fail("float is not a quantization scheme");
     // Role checks (PACT on weights, SAWB on activations), at a bitwidth each kind takes; the
     // bits themselves are checked when the configuration is built.
-    const int w_probe = s.w_quant == QuantizerKind::binary ? 1 : 2;
+    const int w_probe = s.w_quant == QuantizerKind::binary ? 1 : (s.w_quant == QuantizerKind::doubleq ? 8 : 2);
     const auto w_granularity = s.w_quant == QuantizerKind::dsconv ? quant::Granularity::per_channel : quant::Granularity::per_tensor;
     for (const quant::QuantizerSpec& spec :
          {quant::weight_spec(s.w_quant, w_probe, w_granularity), quant::activation_spec(s.a_quant, 2)})
@@ -504,6 +479,7 @@ QuantScheme parse_quant_scheme(std::string_view text) {
   if (text == "syq") return {QuantizerKind::syq, QuantizerKind::lsq};
   if (text == "dsconv") return {QuantizerKind::dsconv, QuantizerKind::lsq};
   if (text == "inq") return {QuantizerKind::inq, QuantizerKind::lsq};
+  if (text == "doubleq") return {QuantizerKind::doubleq, QuantizerKind::lsq};
   throw fail("unknown name");
 }
 

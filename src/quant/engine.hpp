@@ -244,6 +244,7 @@ std::unique_ptr<QuantizerImpl> make_ternary(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_syq(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_dsconv(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_inq(const QuantizerSpec& spec);
+std::unique_ptr<QuantizerImpl> make_doubleq(const QuantizerSpec& spec);
 // The power-of-two grid of the `pot` kind for x (per group, from max|w|), for INQ.
 Plan power_of_two_plan(const QuantizerSpec& spec, const Tensor& x);
 

@@ -11,11 +11,11 @@
 namespace bitmix::quant {
 namespace {
 
-constexpr std::array<QuantizerKind, 13> kAllKinds = {
+constexpr std::array<QuantizerKind, 14> kAllKinds = {
     QuantizerKind::float_bypass, QuantizerKind::uniform, QuantizerKind::symmetric, QuantizerKind::dorefa,
     QuantizerKind::pact,         QuantizerKind::lsq,     QuantizerKind::sawb,      QuantizerKind::pot,
     QuantizerKind::binary,       QuantizerKind::ternary, QuantizerKind::syq,       QuantizerKind::dsconv,
-    QuantizerKind::inq};
+    QuantizerKind::inq,          QuantizerKind::doubleq};
 
 std::string kind_list() {
   std::string out;
@@ -35,7 +35,8 @@ bool supports_role(QuantizerKind kind, Role role) {
     case QuantizerKind::ternary:
     case QuantizerKind::syq:
     case QuantizerKind::dsconv:
-    case QuantizerKind::inq: return role == Role::weight;
+    case QuantizerKind::inq:
+    case QuantizerKind::doubleq: return role == Role::weight;
     default: return true;
   }
 }
@@ -70,6 +71,7 @@ std::string_view to_string(QuantizerKind kind) noexcept {
     case QuantizerKind::syq: return "syq";
     case QuantizerKind::dsconv: return "dsconv";
     case QuantizerKind::inq: return "inq";
+    case QuantizerKind::doubleq: return "doubleq";
   }
   return "?";
 }
@@ -192,6 +194,12 @@ std::string check(const QuantizerSpec& spec) {
       if (spec.bits > 2)
         return bad_bits(1, 2, ": SYQ weights are binary (1 bit, +-a) or ternary (2 bits, {-a, 0, a})");
       break;
+    case QuantizerKind::doubleq:
+      if ((spec.bits < 2 || spec.bits > 4) && spec.bits != 8)
+        return fmt::format("{}: bits = {}: DoubleQ's first level is 8-bit codes (bits = 8) and its second level their "
+                           "power-of-two exponents at 2 to 4 bits (1 to 7 exponents of the 8-bit codes)",
+                           who, spec.bits);
+      break;
     case QuantizerKind::dsconv:
       if (spec.bits < 2)
         return bad_bits(2, kMaxBits, ": a 1-bit two's complement kernel has only the levels -1 and 0 (use binary)");
@@ -231,6 +239,7 @@ int code_bits(const QuantizerSpec& spec) {
     case QuantizerKind::float_bypass: return kFloatBits;
     case QuantizerKind::pot:
     case QuantizerKind::inq: return 1 << (spec.bits - 1);  // 2^(b-1)-1 exponents plus a sign
+    case QuantizerKind::doubleq: return spec.bits == 8 ? 8 : 1 << (spec.bits - 1);
     default: return spec.bits;
   }
 }
@@ -296,6 +305,7 @@ std::unique_ptr<QuantizerImpl> make_impl(const QuantizerSpec& spec) {
     case QuantizerKind::syq: return make_syq(spec);
     case QuantizerKind::dsconv: return make_dsconv(spec);
     case QuantizerKind::inq: return make_inq(spec);
+    case QuantizerKind::doubleq: return make_doubleq(spec);
   }
   throw ArgumentError("quantizer kind out of range");
 }

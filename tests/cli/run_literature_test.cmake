@@ -52,6 +52,20 @@ foreach(step "INQ step 1/4: 50 %" "INQ step 4/4: 100 %")
   endif()
 endforeach()
 
+# DoubleQ: every layer at the second level, then DoubleQExt under a budget between all-8-bit and
+# all-second-level (width-4 ResNet-20: about 16.5 KiB at 8 bits, 8.4 KiB with 4-bit second-level codes).
+train_export_eval(doubleq --quant doubleq --wbits 3 --abits 4)
+train_export_eval(doubleq_ext --quant doubleq --wbits 3 --abits 4 --doubleq-budget-kib 12)
+string(REGEX MATCH "DoubleQExt: ([0-9]+) of ([0-9]+) layers" selection "${last_error}")
+if(NOT selection OR CMAKE_MATCH_1 EQUAL 0 OR CMAKE_MATCH_1 EQUAL CMAKE_MATCH_2)
+  message(FATAL_ERROR "DoubleQExt under 12 KiB should take some layers to the second level, not all:\n${last_error}")
+endif()
+file(READ "${WORK_DIR}/doubleq_ext/bits.json" bits_json)
+string(JSON weight_bits GET "${bits_json}" totals weight_bits)
+if(weight_bits GREATER 98304)
+  message(FATAL_ERROR "DoubleQExt: ${weight_bits} weight bits over the 12 KiB budget")
+endif()
+
 # DSConv with two blocks per output channel on the 8- and 16-channel layers: trains, but the
 # integer kernels have one scale per output channel, so export refuses it by name.
 run("train dsconv block 4" train ${common} ${init} --epochs 1 --batch 64 --lr 0.01 --quant dsconv --wbits 4 --abits 4
@@ -79,4 +93,9 @@ expect_failure("inq-steps out of range" 2 "not a fraction" ${qat} --quant inq --
 expect_failure("inq more steps than epochs" 2 "at least one epoch" ${qat} --quant inq --wbits 3 --abits 4
                --inq-steps 0.5,1)
 expect_failure("inq 7 bits" 2 "bits = 7" ${qat} --quant inq --wbits 7 --abits 4)
+expect_failure("doubleq 5 bits" 2 "bits = 5" ${qat} --quant doubleq --wbits 5 --abits 4)
+expect_failure("doubleq budget too small" 2 "smallest achievable" ${qat} --quant doubleq --wbits 3 --abits 4
+               --doubleq-budget-kib 1)
+expect_failure("doubleq budget without doubleq" 2 "--doubleq-budget-kib" ${qat} --quant lsq --wbits 3 --abits 4
+               --doubleq-budget-kib 8)
 file(REMOVE_RECURSE "${WORK_DIR}")

@@ -52,6 +52,8 @@ Results run(const QuantizerSpec& spec, const Tensor& init, const Tensor& x, cons
   r.tensors.push_back(gx);
   for (Parameter* p : q.parameters()) r.tensors.push_back(p->grad);
 
+  // DoubleQ's second level is not an elementwise grid of its input and cannot be mixed.
+  if (spec.kind == QuantizerKind::doubleq && spec.bits < 8) return r;
   // Three quantizers of the spec with different learned values, mixed.
   std::vector<std::unique_ptr<Quantizer>> owned;
   std::vector<Quantizer*> set;

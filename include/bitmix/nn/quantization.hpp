@@ -238,7 +238,7 @@ quant::InqFreezeReport inq_freeze(Module& model, const Shape& image_shape, doubl
 
 // "lsq" (LSQ weights and activations), "pact" (DoReFa weights, PACT activations, as in the PACT
 // paper), "dorefa", "uniform", "symmetric" (both tensors), "sawb" (SAWB weights, PACT
-// activations, as in the SAWB paper), "pot", "binary", "ternary", "syq", "dsconv", "inq" (those weights, LSQ
+// activations, as in the SAWB paper), "pot", "binary", "ternary", "syq", "dsconv", "inq", "doubleq" (those weights, LSQ
 // activations), or an explicit "WEIGHT/ACTIVATION" pair ("sawb/lsq"). ArgumentError naming the
 // text and the accepted forms.
 QuantScheme parse_quant_scheme(std::string_view text);

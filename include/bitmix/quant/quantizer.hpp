@@ -4,7 +4,7 @@
 // parameters), and the exact integer export the deploy stage and the kernels consume.
 //
 // One interface serves every kind: uniform affine, symmetric, DoReFa, PACT, LSQ, SAWB,
-// power-of-two, binary, ternary, SYQ, DSConv, INQ and a float bypass; for weights (per tensor or per output
+// power-of-two, binary, ternary, SYQ, DSConv, INQ, DoubleQ and a float bypass; for weights (per tensor or per output
 // channel, axis 0) and activations (per tensor). docs/quantization.md gives each kind's
 // forward, backward rule, export and constants.
 //
@@ -42,6 +42,7 @@ enum class QuantizerKind : uint8_t {
   syq,           // SYQ: binary/ternary weights with a learned symmetric scale per group
   dsconv,        // DSConv: b-bit integer kernel with one scale per block of input channels
   inq,           // INQ: a growing, frozen part of the weights on power-of-two levels (quant/incremental.hpp)
+  doubleq,       // DoubleQ: 8-bit codes (8 bits) or their power-of-two exponents (2-4 bits)
 };
 
 enum class Role : uint8_t { weight, activation };
@@ -59,7 +60,7 @@ inline constexpr int kMinBits = 1;
 inline constexpr int kMaxBits = 8;
 inline constexpr int kFloatBits = 32;  // the bitwidth a float_bypass quantizer reports
 
-std::string_view to_string(QuantizerKind kind) noexcept;  // "float", "uniform", ..., "inq"
+std::string_view to_string(QuantizerKind kind) noexcept;  // "float", "uniform", ..., "doubleq"
 std::string_view to_string(Role role) noexcept;           // "weight", "activation"
 std::string_view to_string(Granularity granularity) noexcept;  // "per_tensor", "per_channel"
 std::string_view to_string(CodeEncoding encoding) noexcept;    // "unsigned", "twos_complement", "odd_levels"
