@@ -31,6 +31,10 @@ class Inq final : public QuantizerImpl {
   bool own_forward(const Tensor& x, Sink sink, float weight, float* out) const override {
     check_size(x);
     const float* xs = x.data();
+    if (frozen_.value.numel() == 0) {  // built without the weight's size and nothing frozen yet
+      for (int64_t i = 0; i < x.numel(); ++i) out[i] = sink == Sink::accumulate ? out[i] + weight * xs[i] : xs[i];
+      return true;
+    }
     const float* frozen = frozen_.value.data();
     const float* codes = codes_.value.data();
     const int64_t per_group = x.numel() / spec.groups();
@@ -84,10 +88,10 @@ class Inq final : public QuantizerImpl {
                 Tensor& grad_input) override {
     check_size(x);
     const float* gy = grad_output.data();
-    const float* frozen = frozen_.value.data();
+    const float* frozen = frozen_.value.numel() == 0 ? nullptr : frozen_.value.data();
     float* gx = grad_input.data();
     for (int64_t i = 0; i < x.numel(); ++i) {
-      const float d = frozen[i] != 0.0f ? 0.0f : weight * gy[i];
+      const float d = frozen != nullptr && frozen[i] != 0.0f ? 0.0f : weight * gy[i];
       gx[i] = accumulate ? gx[i] + d : d;
     }
   }

@@ -129,6 +129,17 @@ TEST(Inq, RefusesBadFractionsAndOtherKinds) {
   EXPECT_THROW(validate(weight_spec(QuantizerKind::inq, 7)), ArgumentError);
 }
 
+TEST(Inq, AQuantizerBuiltWithoutTheSizeTakesItFromTheFirstFreeze) {
+  Quantizer q(weight_spec(QuantizerKind::inq, 3));  // numel 0: unknown
+  const Tensor w({6}, {0.9f, -0.3f, 0.05f, 0.6f, -0.14f, 0.2f});
+  testing::expect_bitwise_equal(q.forward(w), w, "identity before any freeze");
+  const Tensor g = Tensor::full(w.shape(), 2.0f);
+  testing::expect_bitwise_equal(q.backward(w, g), g, "backward before any freeze");
+  EXPECT_EQ(inq_freeze(q, w, 0.5).frozen, 3);
+  testing::expect_values(q.forward(w), {1.0f, -0.25f, 0.05f, 0.5f, -0.14f, 0.2f}, "half frozen");
+  EXPECT_EQ(q.buffers()[0]->value.numel(), 6);
+}
+
 TEST(Inq, CheckpointStateIsItsBuffers) {
   // The frozen set, codes, grid and fraction are buffers: copying them restores the quantizer.
   Quantizer a(inq_spec(3, Granularity::per_tensor, 1, 6));
