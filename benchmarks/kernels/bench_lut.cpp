@@ -10,7 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "bitmix/core/cpu.hpp"
 #include "bitmix/core/rng.hpp"
+#include "bitmix/core/thread_pool.hpp"
+#include "bitmix/kernels.hpp"
+#include "bitmix/kernels/lut.hpp"
 #include "lut_loops.hpp"
 
 namespace bitmix::bench {
@@ -126,9 +130,95 @@ void bm_loop(benchmark::State& state, Loop loop, LayerShape s, int64_t batch) {
   state.counters["macs_per_s"] = benchmark::Counter(macs, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// conv/lut/<isa>/W<m>A<k>/<shape>/b<batch>/t1: the table-lookup convolution, set up exactly as
+// bench_kernels.cpp's conv/bitmix/... (same operands' distribution, ReLU, requantized packed
+// output with border 1), so the two compare directly.
+struct ConvLayer {
+  const char* name;
+  int64_t channels, out_channels, size;
+  int kernel, stride, pad;
+};
+// The ResNet-20 layers of bench_kernels.cpp (same names), so a whole-network sum can be formed.
+constexpr ConvLayer kConvLayers[] = {
+    {"conv1_3to16_32", 3, 16, 32, 3, 1, 1},   {"s1_16to16_32", 16, 16, 32, 3, 1, 1},
+    {"s2_16to32_32s2", 16, 32, 32, 3, 2, 1},  {"s2_32to32_16", 32, 32, 16, 3, 1, 1},
+    {"s3_32to64_16s2", 32, 64, 16, 3, 2, 1},  {"s3_64to64_8", 64, 64, 8, 3, 1, 1},
+    {"proj_16to32_32s2", 16, 32, 32, 1, 2, 0}};
+
+void bm_lut_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, int64_t batch) {
+  using namespace bitmix::kernels;
+  if (!isa_available(isa)) {
+    state.SkipWithError("ISA not available on this CPU");
+    return;
+  }
+  ScopedIsaCap cap(isa);
+  set_num_threads(1);
+  Rng rng(2);
+  std::vector<uint8_t> codes(static_cast<std::size_t>(batch * s.channels * s.size * s.size));
+  for (auto& v : codes) v = static_cast<uint8_t>(rng.below(uint64_t{1} << k));
+  const PackedActivations x =
+      PackedActivations::from_codes(codes, batch, s.channels, s.size, s.size, ActivationQuant{k, 0.1f, 0}, s.pad);
+  const auto encoding = m == 1 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement;
+  const WeightSpec spec{s.out_channels, s.channels, s.kernel, s.kernel, m, encoding, false};
+  std::vector<int32_t> w(static_cast<std::size_t>(spec.code_count()));
+  for (auto& c : w)
+    c = encoding == WeightEncoding::odd_levels ? 2 * static_cast<int32_t>(rng.below(uint64_t{1} << m)) - ((1 << m) - 1)
+                                               : static_cast<int32_t>(rng.below(uint64_t{1} << m)) - (1 << (m - 1));
+  const LutWeights tables(PackedWeights::pack(w, spec));
+  std::vector<float> scale(static_cast<std::size_t>(s.out_channels)), bias(scale.size());
+  for (std::size_t i = 0; i < scale.size(); ++i) {
+    scale[i] = rng.uniform(0.01f, 0.1f);
+    bias[i] = rng.uniform(-1.0f, 1.0f);
+  }
+  const Epilogue e = Epilogue::requantize(scale, bias, true, ActivationQuant{k, 0.5f, 0}, 1);
+  PackedActivations out;
+  for (auto _ : state) {
+    conv2d(x, tables, Conv2dParams{s.stride, s.stride, s.pad, s.pad}, e, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const int64_t o = (s.size + 2 * s.pad - s.kernel) / s.stride + 1;
+  const double macs = static_cast<double>(batch * s.out_channels * o * o * s.channels * s.kernel * s.kernel);
+  state.counters["macs_per_s"] = benchmark::Counter(macs, benchmark::Counter::kIsIterationInvariantRate);
+  set_num_threads(0);
+}
+
+// lut_build/<shape>: building one layer's tables from its packed 2-bit weights (what loading a
+// model costs per layer if the tables are derived at load rather than stored); counter
+// table_bytes is their size.
+void bm_lut_build(benchmark::State& state, ConvLayer s) {
+  using namespace bitmix::kernels;
+  Rng rng(6);
+  const WeightSpec spec{s.out_channels, s.channels, s.kernel, s.kernel, 2, WeightEncoding::twos_complement, false};
+  std::vector<int32_t> w(static_cast<std::size_t>(spec.code_count()));
+  for (auto& c : w) c = static_cast<int32_t>(rng.below(4)) - 2;
+  const PackedWeights packed = PackedWeights::pack(w, spec);
+  int64_t bytes = 0;
+  for (auto _ : state) {
+    const LutWeights tables(packed);
+    bytes = static_cast<int64_t>(tables.tables().size());
+    benchmark::DoNotOptimize(tables.tables().data());
+  }
+  state.counters["table_bytes"] = static_cast<double>(bytes);
+  state.counters["packed_weight_bytes"] = static_cast<double>(packed.words().size() * 4);
+}
+
 }  // namespace
 
 void register_lut_loop_benchmarks() {
+  for (const ConvLayer& s : kConvLayers)
+    benchmark::RegisterBenchmark((std::string("lut_build/") + s.name).c_str(), bm_lut_build, s)
+        ->Unit(benchmark::kMicrosecond);
+  for (const ConvLayer& s : kConvLayers)
+    for (int64_t batch : {1, 64})
+      for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+        for (auto [m, k] : {std::pair{1, 1}, {2, 2}, {3, 2}, {2, 1}}) {
+          if (isa != Isa::avx2 && (m != 2 || k != 2)) continue;  // the AVX-512 cap runs the AVX2 tables
+          const std::string name = std::string("conv/lut/") + std::string(isa_name(isa)) + "/W" + std::to_string(m) +
+                                   "A" + std::to_string(k) + "/" + s.name + "/b" + std::to_string(batch) + "/t1";
+          benchmark::RegisterBenchmark(name.c_str(), bm_lut_conv, isa, m, k, s, batch)
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+        }
   const Loop loops[] = {Loop::vpshufb_ymm, Loop::vpshufb_zmm, Loop::vpermb_zmm, Loop::vpdpbusd_zmm,
                         Loop::vpmaddubsw_ymm, Loop::popcnt_zmm, Loop::popcnt_ymm};
   for (const LayerShape& s : kShapes)

@@ -295,7 +295,7 @@ struct OutputTarget {
 };
 
 void run_conv(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-              const ConvGeometry& g, const OutputTarget& target) {
+              const ConvGeometry& g, const OutputTarget& target, const ExternalDense* external) {
   const KernelTable& table = kernel_table();
   const WeightSpec& spec = weights.spec();
   const int64_t out_pixels_per_image = g.out_height * g.out_width;
@@ -308,7 +308,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   // Dense layers take the bit-serial path or, for wide bitwidths where M * K plane products cost
   // more than multiplying the codes, the unpacked integer path (same exact accumulators).
   bool integer = false;
-  if (!spec.depthwise) {
+  if (!spec.depthwise && external == nullptr) {
     const int64_t bit_serial_cost =
         int64_t{spec.bits} * act_bits * g.kernel_h * weights.words_per_row() * table.bit_pair_word_cost;
     const int64_t integer_cost = g.kernel_h * g.kernel_w * weights.channel_pairs() * table.integer_pair_cost;
@@ -316,7 +316,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     integer = path == DensePath::integer || (path == DensePath::automatic && integer_cost < bit_serial_cost);
   }
   // The integer path multiplies the true weight values: no odd-level correction there.
-  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && !integer;
+  // So does an external family.
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && !integer && !external;
 
   // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
   std::vector<int32_t> lane_offsets(static_cast<std::size_t>(blocks * kLanes), 0);
@@ -388,6 +389,10 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   }
 
   parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+    thread_local AlignedVector<uint8_t> external_scratch;
+    if (external && static_cast<int64_t>(external_scratch.size()) < external->scratch_bytes)
+      external_scratch.resize(static_cast<std::size_t>(external->scratch_bytes));
+    uint8_t* family_scratch = external ? external_scratch.data() : nullptr;
     alignas(64) std::array<int64_t, kTilePixels> in_offsets{};
     alignas(64) std::array<int64_t, kTilePixels> out_offsets{};
     alignas(64) std::array<int32_t, kTilePixels> pixel_offsets{};
@@ -398,7 +403,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
       walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
-                  spec.depthwise || integer ? window_rows.data() : nullptr, window_cols.data());
+                  spec.depthwise || integer || external ? window_rows.data() : nullptr, window_cols.data());
       if (integer)
         for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c2;
       for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
@@ -406,6 +411,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
         window_rows[q] = window_rows[pixels - 1];
         window_cols[q] = window_cols[pixels - 1];
       }
+      if (external) external->begin_tile(external->context, window_rows.data(), window_cols.data(), pixels, family_scratch);
       for (int64_t block = 0; block < blocks; ++block) {
         if (spec.depthwise) {
           DepthwiseTile t;
@@ -423,6 +429,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           t.pixels = pixels;
           t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
           table.depthwise_tile(t, acc.data());
+        } else if (external) {
+          external->block(external->context, family_scratch, block, acc.data());
         } else if (integer) {
           IntegerTile t;
           t.weights = weights.integer_pairs().data() + block * g.kernel_h * g.kernel_w * weights.channel_pairs() * kLanes * 2;
@@ -479,14 +487,51 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
 
 }  // namespace detail
 
-void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
-            const Epilogue& epilogue, Tensor& out) {
-  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, false, "conv2d");
+namespace detail {
+namespace {
+
+void conv2d_float(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                  const Epilogue& epilogue, Tensor& out, const ExternalDense* family) {
+  const ConvGeometry g = check_conv(input, weights, params, epilogue, false, "conv2d");
   const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
   if (out.shape() != shape) out = Tensor(shape);
-  detail::OutputTarget target;
+  OutputTarget target;
   target.out_float = out.data();
-  detail::run_conv(input, weights, epilogue, g, target);
+  run_conv(input, weights, epilogue, g, target, family);
+}
+
+void conv2d_packed(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                   const Epilogue& epilogue, PackedActivations& out, const ExternalDense* family) {
+  if (&out == &input) throw ArgumentError("conv2d: the packed output must not be the input");
+  const ConvGeometry g = check_conv(input, weights, params, epilogue, true, "conv2d");
+  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
+  if (out.empty() || out.shape() != shape || !(out.quant() == epilogue.out_quant()) ||
+      out.border() != epilogue.out_border())
+    out = PackedActivations(g.batch, g.out_channels, g.out_height, g.out_width, epilogue.out_quant(),
+                            epilogue.out_border());
+  else
+    out.fill_border();
+  OutputTarget target;
+  target.out_packed = &out;
+  run_conv(input, weights, epilogue, g, target, family);
+}
+
+}  // namespace
+
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, Tensor& out, const ExternalDense& family) {
+  conv2d_float(input, weights, params, epilogue, out, &family);
+}
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, PackedActivations& out, const ExternalDense& family) {
+  conv2d_packed(input, weights, params, epilogue, out, &family);
+}
+
+}  // namespace detail
+
+void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+            const Epilogue& epilogue, Tensor& out) {
+  detail::conv2d_float(input, weights, params, epilogue, out, nullptr);
 }
 
 Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
@@ -498,18 +543,7 @@ Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, cons
 
 void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
             const Epilogue& epilogue, PackedActivations& out) {
-  if (&out == &input) throw ArgumentError("conv2d: the packed output must not be the input");
-  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, true, "conv2d");
-  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
-  if (out.empty() || out.shape() != shape || !(out.quant() == epilogue.out_quant()) ||
-      out.border() != epilogue.out_border())
-    out = PackedActivations(g.batch, g.out_channels, g.out_height, g.out_width, epilogue.out_quant(),
-                            epilogue.out_border());
-  else
-    out.fill_border();
-  detail::OutputTarget target;
-  target.out_packed = &out;
-  detail::run_conv(input, weights, epilogue, g, target);
+  detail::conv2d_packed(input, weights, params, epilogue, out, nullptr);
 }
 
 namespace {
