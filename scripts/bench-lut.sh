@@ -42,7 +42,8 @@ def medians(name):
         t[key] = b["cpu_time"] * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
         rate[key] = b.get("macs_per_s")
         labels[key] = b.get("label", "")
-    return run["context"], t, rate, labels
+    reps = next((b.get("repetitions") for b in run["benchmarks"] if b.get("repetitions")), "?")
+    return dict(run["context"], repetitions=reps), t, rate, labels
 
 ctx, t2, r2, l2 = medians("avx2")
 print(f"CPU: {ctx.get('cpu', '?')}; load average at start {ctx.get('load_avg')}; medians of "

@@ -42,7 +42,7 @@ class LutWeights {
 
   const PackedWeights& weights() const noexcept { return weights_; }
   bool empty() const noexcept { return tables_.empty(); }
-  // Groups of 4 input channels per window: kernel_h * kernel_w * round_up(in_channels, 8) / 4.
+  // Groups of 4 input channels per window: kernel_h * kernel_w * ceil(in_channels / 4).
   int64_t groups() const noexcept { return groups_; }
   // [out_channel / 4][group][out_channel % 4][16] signed bytes, channels padded to 16 (zero).
   std::span<const int8_t> tables() const noexcept { return {tables_.data(), tables_.size()}; }

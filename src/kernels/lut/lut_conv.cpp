@@ -157,7 +157,7 @@ void run_lut(const PackedActivations& input, const LutWeights& weights, const Co
   LutContext c;
   c.table = &g_lut_tables.active();
   build_index_image(input, slots, *c.table, image_buffer, c.image);
-  const int64_t quads = input.pixel_bits() / 4;
+  const int64_t quads = ceil_div(s.in_channels, 4);  // the groups of LutWeights
   std::vector<int64_t> offsets, gathered;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)

@@ -30,7 +30,9 @@ LutWeights::LutWeights(const PackedWeights& weights) : weights_(weights) {
   if (s.depthwise) throw ArgumentError("LutWeights: depthwise weights have no channel reduction to tabulate");
   if (s.bits > 4)
     throw ArgumentError(fmt::format("LutWeights: {}-bit weights are too wide for byte tables (at most 4 bits)", s.bits));
-  const int64_t quads_per_position = detail::round_up(s.in_channels, 8) / 4;
+  // Only quads holding a channel: the index image also has the all-padding quad of a pixel
+  // whose channel count leaves one (C mod 8 in 1..4), which would only look up zeros.
+  const int64_t quads_per_position = detail::ceil_div(s.in_channels, 4);
   groups_ = s.kernel_h * s.kernel_w * quads_per_position;
   const int64_t channel_quads = weights.lane_blocks() * 4;
   tables_.assign(static_cast<std::size_t>(channel_quads * groups_ * 64), 0);
@@ -60,7 +62,7 @@ LutWeights::LutWeights(const PackedWeights& weights) : weights_(weights) {
 double lut_ops_per_pixel(const WeightSpec& spec, int act_bits) noexcept {
   if (!lut_supported(spec, act_bits)) return 0;
   const double slots = act_bits <= 2 ? 2 : 4;
-  const double groups = static_cast<double>(spec.kernel_h * spec.kernel_w * detail::round_up(spec.in_channels, 8) / 4);
+  const double groups = static_cast<double>(spec.kernel_h * spec.kernel_w * detail::ceil_div(spec.in_channels, 4));
   const double channels = static_cast<double>(detail::round_up(spec.out_channels, 16));
   const int widen = 127 / (4 * max_abs_code(spec.bits, spec.encoding));
   // per channel and 32-byte index register (32 / slots pixels): a lookup and an add per group,
