@@ -32,9 +32,11 @@ endif()
 set(BITMIX_AVX2_FLAGS -mavx2 -mfma -mbmi -mbmi2 -mpopcnt -mlzcnt -mf16c)
 set(BITMIX_AVX512_FLAGS ${BITMIX_AVX2_FLAGS} -mavx512f -mavx512bw -mavx512vl -mavx512dq
     -mavx512vpopcntdq)
+# AVX-512 plus the VNNI int8 dot product (VPDPBUSD); compiled whenever AVX-512 is.
+set(BITMIX_AVX512VNNI_FLAGS ${BITMIX_AVX512_FLAGS} -mavx512vnni)
 set(BITMIX_NEON_FLAGS "")   # Advanced SIMD is part of the AArch64 baseline
 
-# bitmix_set_isa_flags(<avx2|avx512|neon> <source>...)
+# bitmix_set_isa_flags(<avx2|avx512|avx512vnni|neon> <source>...)
 function(bitmix_set_isa_flags isa)
   string(TOUPPER "${isa}" isa_upper)
   set(flags ${BITMIX_${isa_upper}_FLAGS})
@@ -49,7 +51,7 @@ if(BITMIX_ENABLE_AVX2)
   list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_AVX2=1)
 endif()
 if(BITMIX_ENABLE_AVX512)
-  list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_AVX512=1)
+  list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_AVX512=1 BITMIX_HAVE_AVX512VNNI=1)
 endif()
 if(BITMIX_ENABLE_NEON)
   list(APPEND BITMIX_ISA_DEFINITIONS BITMIX_HAVE_NEON=1)

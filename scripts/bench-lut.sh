@@ -24,7 +24,7 @@ run() {  # run NAME FILTER [ENV...]
     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true \
     --benchmark_format=json --benchmark_out="$out/$name.json" --benchmark_out_format=json >/dev/null
 }
-peers="conv/bitmix/ISA/W(1A1|2A1|2A2|3A2)/$shapes/b(1|64)/t1/real_time\$|conv/onednn_u8s8/$shapes/b(1|64)/t1/real_time\$"
+peers="conv/bitmix/ISA/W(1A1|2A1|2A2|3A2)/$shapes/b(1|64)/t1/real_time\$|conv/onednn_u8s8/$shapes/b(1|64)/t1/real_time\$|conv/int8/ISA/"
 run avx2 "lut_loop/|lut_build/|conv/lut/avx2/|${peers//ISA/avx2}" BITMIX_MAX_ISA=avx2 DNNL_MAX_CPU_ISA=AVX2
 run avx512 "conv/lut/avx512/|${peers//ISA/avx512}" BITMIX_MAX_ISA=avx512 DNNL_MAX_CPU_ISA=AVX512_CORE_VNNI
 
@@ -70,7 +70,7 @@ for cap in ("avx2", "avx512"):
     ctx, t, _, labels = medians(cap)
     impl = sorted({labels[k] for k in t if k.startswith("conv/onednn")})
     print(f"### Convolution, cap `{cap}` (oneDNN: {', '.join(impl) or 'n/a'}), µs\n")
-    print("| shape | batch | bits | table lookup | bit-serial | oneDNN u8s8 | lut vs bit-serial | lut vs u8s8 |")
+    print("| shape | batch | bits | table lookup | bitmix conv2d (automatic family) | oneDNN u8s8 | lut vs bitmix | lut vs u8s8 |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for k, v in t.items():
@@ -87,7 +87,8 @@ for cap in ("avx2", "avx512"):
         print("| " + " | ".join(str(x) for x in row) + " |")
     print()
     # The 19 convolutions of ResNet-20 (shortcuts excluded), W2A2: each layer on the faster of
-    # the two bitmix families (what a per-layer choice would take) against oneDNN u8s8.
+    # the table lookup and conv2d's automatic family (what a per-layer choice would take)
+    # against oneDNN u8s8.
     counts = {"conv1_3to16_32": 1, "s1_16to16_32": 6, "s2_16to32_32s2": 1, "s2_32to32_16": 5,
               "s3_32to64_16s2": 1, "s3_64to64_8": 5}
     for batch in (1, 64):
@@ -101,6 +102,6 @@ for cap in ("avx2", "avx512"):
             print(f"(ResNet-20 sum, batch {batch}: {e} missing)\n")
             continue
         print(f"ResNet-20 W2A2 conv sum, cap `{cap}`, batch {batch}: table lookup {lut * 1e6:.0f} µs, "
-              f"bit-serial {bs * 1e6:.0f} µs, per-layer best {best * 1e6:.0f} µs, oneDNN u8s8 {dn * 1e6:.0f} µs; "
-              f"best vs oneDNN {dn / best:.2f}x, bit-serial vs oneDNN {dn / bs:.2f}x\n")
+              f"conv2d automatic {bs * 1e6:.0f} µs, per-layer best {best * 1e6:.0f} µs, oneDNN u8s8 {dn * 1e6:.0f} µs; "
+              f"best vs oneDNN {dn / best:.2f}x, conv2d automatic vs oneDNN {dn / bs:.2f}x\n")
 PY

@@ -15,6 +15,8 @@ packages=(
   libjpeg-dev                    # ../shared/data/cifar10/make-cifar10-bin.sh decodes the JPEG copy
   g++-aarch64-linux-gnu qemu-user  # the NEON kernels are cross-built and run under emulation
   clang-14 libclang-rt-14-dev    # scripts/fuzz.sh: the libFuzzer targets in tests/fuzz build with Clang
+  libonnx-dev libprotobuf-dev    # bitmix import (ONNX); optional: without them the build skips ONNX support
+  python3-onnx python3-torch     # the ONNX tests build their models at test time (skipped without them)
 )
 for arg in "$@"; do
   case "$arg" in

@@ -235,7 +235,7 @@ void bm_onednn_conv(benchmark::State& state, bool int8, ConvShape s, int64_t bat
 #endif
 
 void register_all() {
-  const Isa isas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+  const Isa isas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512vnni, Isa::neon};
   const int bit_set[] = {1, 2, 3, 4, 8};
   for (int64_t n : {1024}) {
     for (Isa isa : isas) {

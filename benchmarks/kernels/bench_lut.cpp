@@ -145,7 +145,13 @@ constexpr ConvLayer kConvLayers[] = {
     {"s3_32to64_16s2", 32, 64, 16, 3, 2, 1},  {"s3_64to64_8", 64, 64, 8, 3, 1, 1},
     {"proj_16to32_32s2", 16, 32, 32, 1, 2, 0}};
 
+// family < 0: the table-lookup kernels; otherwise conv2d on the packed weights with that
+// KernelFamily (conv/<family>/... names), the same operands.
+void bm_family_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, int64_t batch, int family);
 void bm_lut_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, int64_t batch) {
+  bm_family_conv(state, isa, m, k, s, batch, -1);
+}
+void bm_family_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, int64_t batch, int family) {
   using namespace bitmix::kernels;
   if (!isa_available(isa)) {
     state.SkipWithError("ISA not available on this CPU");
@@ -164,7 +170,8 @@ void bm_lut_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, in
   for (auto& c : w)
     c = encoding == WeightEncoding::odd_levels ? 2 * static_cast<int32_t>(rng.below(uint64_t{1} << m)) - ((1 << m) - 1)
                                                : static_cast<int32_t>(rng.below(uint64_t{1} << m)) - (1 << (m - 1));
-  const LutWeights tables(PackedWeights::pack(w, spec));
+  const PackedWeights packed = PackedWeights::pack(w, spec);
+  const LutWeights tables = family < 0 ? LutWeights(packed) : LutWeights();
   std::vector<float> scale(static_cast<std::size_t>(s.out_channels)), bias(scale.size());
   for (std::size_t i = 0; i < scale.size(); ++i) {
     scale[i] = rng.uniform(0.01f, 0.1f);
@@ -172,8 +179,13 @@ void bm_lut_conv(benchmark::State& state, Isa isa, int m, int k, ConvLayer s, in
   }
   const Epilogue e = Epilogue::requantize(scale, bias, true, ActivationQuant{k, 0.5f, 0}, 1);
   PackedActivations out;
+  Conv2dParams params{s.stride, s.stride, s.pad, s.pad};
+  if (family >= 0) params.family = static_cast<KernelFamily>(family);
   for (auto _ : state) {
-    conv2d(x, tables, Conv2dParams{s.stride, s.stride, s.pad, s.pad}, e, out);
+    if (family < 0)
+      conv2d(x, tables, params, e, out);
+    else
+      conv2d(x, packed, params, e, out);
     benchmark::DoNotOptimize(out.data());
   }
   const int64_t o = (s.size + 2 * s.pad - s.kernel) / s.stride + 1;
@@ -218,6 +230,13 @@ void register_lut_loop_benchmarks() {
           benchmark::RegisterBenchmark(name.c_str(), bm_lut_conv, isa, m, k, s, batch)
               ->Unit(benchmark::kMicrosecond)
               ->UseRealTime();
+          if (isa == Isa::avx2 && m == 2 && k == 2) {  // the int8 family on the same operands
+            const std::string int8 = "conv/int8/avx2/W2A2/" + std::string(s.name) + "/b" + std::to_string(batch) + "/t1";
+            benchmark::RegisterBenchmark(int8.c_str(), bm_family_conv, isa, m, k, s, batch,
+                                         static_cast<int>(kernels::KernelFamily::int8))
+                ->Unit(benchmark::kMicrosecond)
+                ->UseRealTime();
+          }
         }
   const Loop loops[] = {Loop::vpshufb_ymm, Loop::vpshufb_zmm, Loop::vpermb_zmm, Loop::vpdpbusd_zmm,
                         Loop::vpmaddubsw_ymm, Loop::popcnt_zmm, Loop::popcnt_ymm};

@@ -56,6 +56,10 @@ int run_bench(int argc, char** argv) {
               "convolutions run as an exact float GEMM instead of bit-serial: never, those reading <= 4 channels "
               "(the first layer), or all where the accumulator provably stays exact",
               "narrow");
+  args.choice("kernel-family", {"auto", "popcount", "int8"},
+              "kernel family of every convolution: auto (BITMIX_KERNEL_FAMILY, else per layer by the cost model) or "
+              "one family for all",
+              "auto");
   if (!args.parse(argc, argv)) return 0;
   if (args.given("threads")) set_num_threads(static_cast<int>(args.get_int("threads", 1, 1024)));
   const int64_t batch = args.get_int("batch", 1, 1 << 16);
@@ -68,6 +72,7 @@ int run_bench(int argc, char** argv) {
   options.float_gemm = gemm == "never"    ? runtime::FloatGemmPolicy::never
                        : gemm == "narrow" ? runtime::FloatGemmPolicy::narrow_inputs
                                           : runtime::FloatGemmPolicy::when_exact;
+  options.kernel_family = kernels::parse_kernel_family(args.get_string("kernel-family"), "--kernel-family");
   runtime::Session session(model, options);
   const Shape& s = model.info().input_shape;
   Tensor images({batch, s[0], s[1], s[2]});
@@ -106,6 +111,8 @@ int run_bench(int argc, char** argv) {
     const Shape& out = model.values()[static_cast<std::size_t>(op.output)].shape;
     std::string what = runtime::describe(model, op);
     if (session.runs_as_float_gemm(i)) what += " [gemm]";
+    const kernels::KernelFamily family = session.kernel_family(i);
+    if (family != kernels::KernelFamily::automatic) what += fmt::format(" [{}]", kernels::kernel_family_name(family));
     if (session.skips(i)) what += " [fused]";
     std::cout << fmt::format("{:<4} {:<26} {:<40} {:<16} {:<10} {:>10.1f} {:>10.1f} {:>6.1f}%\n", i, op.name, what,
                              runtime::shape_text(out), bits_of(model, op), op_median[i] * 1e6, mean * 1e6,
@@ -119,6 +126,9 @@ int run_bench(int argc, char** argv) {
                    {"mean_us", mean * 1e6},
                    {"share", op_median[i] / op_sum},
                    {"float_gemm", session.runs_as_float_gemm(i)},
+                   {"kernel_family", family == kernels::KernelFamily::automatic
+                                         ? std::string()
+                                         : std::string(kernels::kernel_family_name(family))},
                    {"skipped", session.skips(i)}});
   }
   const double med = median(runs);

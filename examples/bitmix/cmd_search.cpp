@@ -8,40 +8,12 @@
 #include "bitmix/nn/checkpoint.hpp"
 #include "bitmix/nn/run_metadata.hpp"
 #include "bitmix/search/search.hpp"
+#include "budget_options.hpp"
 #include "cli.hpp"
 #include "model_options.hpp"
 
 namespace bitmix::cli {
 namespace {
-
-search::Budget parse_budget(const ArgParser& args) {
-  struct Flag {
-    const char* name;
-    search::Budget::Kind kind;
-    double min, max;
-  };
-  const Flag flags[] = {{"budget-bitops", search::Budget::Kind::bitops, 1e-9, 1e9},
-                        {"budget-avg-bits", search::Budget::Kind::avg_bits, 1.0, 8.0},
-                        {"budget-size-kb", search::Budget::Kind::size_kb, 1e-6, 1e12},
-                        {"budget-latency-ms", search::Budget::Kind::latency_ms, 1e-9, 1e9}};
-  std::optional<search::Budget> budget;
-  for (const Flag& f : flags) {
-    if (!args.given(f.name)) continue;
-    if (budget) throw UsageError("give exactly one budget (--budget-bitops, --budget-avg-bits, --budget-size-kb or --budget-latency-ms)");
-    budget = search::Budget{f.kind, args.get_double(f.name, f.min, f.max)};
-  }
-  if (!budget)
-    throw UsageError("a budget is required: --budget-bitops G, --budget-avg-bits B, --budget-size-kb K or --budget-latency-ms T");
-  return *budget;
-}
-
-std::vector<int> ascending(const ArgParser& args, const char* name) {
-  std::vector<int> bits = args.get_int_list(name, 1, 8);
-  for (std::size_t i = 1; i < bits.size(); ++i)
-    if (bits[i] <= bits[i - 1])
-      throw UsageError(fmt::format("--{} '{}': expected distinct bitwidths in ascending order", name, args.get_string(name)));
-  return bits;
-}
 
 int run_search_command(int argc, char** argv) {
   ArgParser args("search",
@@ -60,11 +32,7 @@ int run_search_command(int argc, char** argv) {
   args.option("wquant", "KIND", "weight quantizer of every candidate", "lsq");
   args.option("aquant", "KIND", "activation quantizer of every candidate", "lsq");
   args.option("first-last-bits", "B", "bits of the first conv and the last linear layer (0 = search them too)", "8");
-  args.option("budget-bitops", "G", "budget in GBitOPs per image (sum of MACs x w_bits x a_bits)");
-  args.option("budget-avg-bits", "B", "budget = the BitOPs of uniform W B A B (first/last layers at their pinned bits)");
-  args.option("budget-size-kb", "K", "budget in KiB of packed weights");
-  args.option("budget-latency-ms", "T", "budget in milliseconds, from --latency-table");
-  args.option("latency-table", "FILE", "per-layer kernel latencies (bitmix latency writes one for this machine)");
+  add_budget_options(args);
   args.option("penalty", "LAMBDA", "weight of the budget penalty lambda * ln(E[cost]/budget)^2", "2");
   args.option("strength-lr", "LR", "Adam learning rate of the strengths", "0.01");
   args.option("strength-warmup", "EPOCHS", "keep the strengths fixed for this many epochs", "0");
@@ -80,12 +48,11 @@ int run_search_command(int argc, char** argv) {
 
   search::SearchOptions options;
   options.method = search::parse_search_method(args.get_string("method"));
-  options.candidates = {ascending(args, "wbits"), ascending(args, "abits")};
+  options.candidates = {ascending_bits(args, "wbits"), ascending_bits(args, "abits")};
   options.w_quant = quant::parse_quantizer_kind(args.get_string("wquant"));
   options.a_quant = quant::parse_quantizer_kind(args.get_string("aquant"));
-  const int pin = static_cast<int>(args.get_int("first-last-bits", 0, 8));
-  options.policy = pin == 0 ? quant::BitPolicy::none() : quant::BitPolicy{pin, pin};
-  options.budget = parse_budget(args);
+  options.policy = first_last_policy(args);
+  options.budget = parse_budgets(args, /*exactly_one=*/true).front();
   options.latency_table = args.get_string("latency-table");
   options.penalty_weight = args.get_double("penalty", 0.0, 1e6);
   options.strength_lr = static_cast<float>(args.get_double("strength-lr", 1e-9, 10.0));

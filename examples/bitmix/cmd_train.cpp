@@ -170,6 +170,7 @@ int run_train(int argc, char** argv) {
   }
   if (args.get_flag("eval-only")) {
     initialize_from_training_batch(qat, *model, splits.train, trainer.normalization(), o.batch_size, seed);
+    freeze_inq_for_evaluation(qat, *model);
     const nn::EvalResult r = trainer.evaluate(splits.test);
     nlohmann::ordered_json j;
     j["data"] = spec.to_string();
@@ -192,7 +193,8 @@ int run_train(int argc, char** argv) {
   std::cerr << fmt::format("{} ({} parameters) on {}: {} train / {} test images, {} epochs of {} batches, {} threads, {}\n",
                            ms.arch, model->parameter_count(), spec.to_string(), splits.train.size(), splits.test.size(),
                            o.epochs, trainer.batches_per_epoch(), num_threads(), isa_name(active_isa()));
-  const std::vector<nn::EpochStats>& history = trainer.fit();
+  const std::vector<nn::EpochStats>& history =
+      qat.inq_steps.empty() ? trainer.fit() : fit_with_inq(qat, trainer, *model, o.epochs);
   if (!history.empty()) {
     const nn::EpochStats& last = history.back();
     std::cout << fmt::format("final: epoch {}, train acc {:.2f}%, test acc {:.2f}%, {:.0f} img/s; wrote {}\n",

@@ -60,6 +60,7 @@ nn::ModelSpec model_spec(const ArgParser& args, const data::Dataset& train, uint
   ms.width = recorded->width;
   ms.shortcut = recorded->shortcut;
   ms.zero_init_residual = recorded->zero_init_residual;
+  ms.graph = recorded->graph;  // a graph model (imported) is rebuilt from its recorded structure
   // Image shape and classes stay the data set's: a mismatch with the checkpoint is reported
   // when its weights are loaded, naming the layer.
   return ms;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <utility>
 
@@ -31,6 +32,34 @@ quant::BitPolicy parse_first_last(const ArgParser& args) {
   return quant::BitPolicy{static_cast<int>(bits), static_cast<int>(bits)};
 }
 
+// --inq-steps, for a model with INQ weights (given without them it is a usage error).
+void read_inq_steps(const ArgParser& args, nn::Module& model, QuantizationSetup& setup) {
+  if (!nn::has_inq_quantizers(model, setup.image)) {
+    if (args.given("inq-steps")) throw UsageError("--inq-steps applies to INQ weights (--quant inq)");
+    return;
+  }
+  const std::string text = args.get_string("inq-steps");
+  std::vector<double> steps;
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, comma - begin);
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !(f > 0.0 && f <= 1.0))
+      throw UsageError(fmt::format("--inq-steps '{}': '{}' is not a fraction in (0, 1]", text, item));
+    if (!steps.empty() && !(f > steps.back()))
+      throw UsageError(fmt::format("--inq-steps '{}': the fractions must increase ({} after {})", text, f, steps.back()));
+    steps.push_back(f);
+    begin = comma + 1;
+  }
+  setup.inq_steps = std::move(steps);
+  if (setup.inq_steps.back() < 1.0)
+    std::cerr << fmt::format("note: --inq-steps ends at {}: part of the weights stays float, so the model cannot be "
+                             "exported to integers\n",
+                             setup.inq_steps.back());
+}
+
 }  // namespace
 
 void add_quantization_options(ArgParser& args) {
@@ -48,6 +77,14 @@ void add_quantization_options(ArgParser& args) {
               "the others)",
               "8");
   args.choice("w-granularity", {"per_channel", "per_tensor"}, "QAT with --wbits/--abits: weight scales", "per_channel");
+  args.option("dsconv-block", "N",
+              "QAT with --quant dsconv: input channels per DSConv block (one scale per block of each output "
+              "channel's kernel)",
+              "32");
+  args.option("inq-steps", "F1,F2,..",
+              "QAT with INQ weights (--quant inq): the growing fractions of each layer's weights frozen to "
+              "power-of-two levels, one per stage of the epochs (increasing, ending at 1 for an integer export)",
+              "0.5,0.75,0.875,1");
   args.option("bits", "FILE",
               "QAT with the per-layer bits and quantizers of this BitConfig file (written by the search); excludes "
               "--quant/--wbits/--abits/--first-last-bits/--w-granularity",
@@ -65,19 +102,20 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
   const bool uniform_flags = args.given("quant") || args.given("wbits") || args.given("abits");
   const bool from_file = args.given("bits");
   if (from_file) {
-    for (const char* flag : {"quant", "wbits", "abits", "first-last-bits", "w-granularity"})
+    for (const char* flag : {"quant", "wbits", "abits", "first-last-bits", "w-granularity", "dsconv-block"})
       if (args.given(flag))
         throw UsageError(fmt::format("--bits and --{} exclude each other (the BitConfig file gives every layer's bits "
                                      "and quantizers)",
                                      flag));
   } else if (!uniform_flags) {
-    for (const char* flag : {"first-last-bits", "w-granularity", "calibrate"})
+    for (const char* flag : {"first-last-bits", "w-granularity", "calibrate", "dsconv-block", "inq-steps"})
       if (args.given(flag)) throw UsageError(fmt::format("--{} applies to QAT runs (--quant/--wbits/--abits or --bits)", flag));
     if (args.given("calibrate-method")) throw UsageError("--calibrate-method applies to QAT runs with --calibrate");
     return setup;
   }
   setup.enabled = true;
   const Shape image = image_shape(spec);
+  setup.image = image;
 
   if (from_file) {
     const std::string path = args.get_string("bits");
@@ -92,6 +130,7 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
     if (setup.config.model != spec.arch)
       std::cerr << fmt::format("note: {} was written for model '{}'; its layers match --model {}\n", path,
                                setup.config.model, spec.arch);
+    read_inq_steps(args, model, setup);
     return setup;
   }
 
@@ -109,6 +148,9 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
                        scheme.a_quant);
   bits.policy = parse_first_last(args);
   bits.w_granularity = quant::parse_granularity(args.get_string("w-granularity"));
+  if (args.given("dsconv-block") && scheme.w_quant != quant::QuantizerKind::dsconv)
+    throw UsageError(fmt::format("--dsconv-block applies to DSConv weights (--quant dsconv), not --quant {}", scheme_name));
+  bits.w_block = args.get_int("dsconv-block", 1, int64_t{1} << 20);
   setup.source = fmt::format("--quant {} --wbits {} --abits {} --first-last-bits {} --w-granularity {}", scheme_name,
                              bits.w_bits, bits.a_bits, args.get_string("first-last-bits"),
                              args.get_string("w-granularity"));
@@ -119,7 +161,33 @@ QuantizationSetup apply_quantization_options(const ArgParser& args, nn::Module& 
   } catch (const ArgumentError& e) {
     throw UsageError(fmt::format("--quant {} --wbits {} --abits {}: {}", scheme_name, bits.w_bits, bits.a_bits, e.what()));
   }
+  read_inq_steps(args, model, setup);
   return setup;
+}
+
+const std::vector<nn::EpochStats>& fit_with_inq(const QuantizationSetup& setup, nn::Trainer& trainer,
+                                                nn::Module& model, int epochs) {
+  const auto stages = static_cast<int>(setup.inq_steps.size());
+  if (epochs < stages)
+    throw UsageError(fmt::format("--inq-steps has {} steps but --epochs is {}: every step needs at least one epoch",
+                                 stages, epochs));
+  for (int k = 0; k < stages; ++k) {
+    const int end = static_cast<int>((static_cast<int64_t>(k) + 1) * epochs / stages);
+    if (end <= trainer.epochs_done()) continue;  // a resumed run: the checkpoint holds the frozen state
+    const double fraction = setup.inq_steps[static_cast<std::size_t>(k)];
+    const quant::InqFreezeReport r = nn::inq_freeze(model, setup.image, fraction);
+    std::cerr << fmt::format("INQ step {}/{}: {:.4g} % of the INQ weights frozen ({} of {}, {} new), epochs {} to {}\n",
+                             k + 1, stages, 100.0 * fraction, r.frozen, r.total, r.newly_frozen,
+                             trainer.epochs_done() + 1, end);
+    trainer.fit(end);
+  }
+  return trainer.fit();
+}
+
+void freeze_inq_for_evaluation(const QuantizationSetup& setup, nn::Module& model) {
+  if (setup.inq_steps.empty()) return;
+  const quant::InqFreezeReport r = nn::inq_freeze(model, setup.image, setup.inq_steps.back());
+  std::cerr << fmt::format("INQ: {} of {} weights frozen (--eval-only applies the last step)\n", r.frozen, r.total);
 }
 
 std::string QuantizationSetup::summary_line() const {

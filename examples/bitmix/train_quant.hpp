@@ -13,6 +13,7 @@
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/module.hpp"
 #include "bitmix/nn/run_metadata.hpp"
+#include "bitmix/nn/trainer.hpp"
 #include "bitmix/quant/bit_config.hpp"
 #include "cli.hpp"
 
@@ -25,6 +26,8 @@ struct QuantizationSetup {
   std::string source;       // "--quant lsq --wbits 4 --abits 4" or "--bits FILE"
   quant::BitConfig config;  // annotated with the model's MACs and weights, totals set
   std::vector<std::string> to_initialize;  // quantizers --init left to initialize from data
+  Shape image;                             // one input image, [C, H, W]
+  std::vector<double> inq_steps;           // --inq-steps when the model has INQ weights, else empty
 
   // What the checkpoints' metadata records (nn::RunMetadata::quantization).
   nn::QuantizationRecipe recipe() const { return {source, config}; }
@@ -52,5 +55,14 @@ void calibrate_if_asked(const ArgParser& args, QuantizationSetup& setup, nn::Mod
 // initialize from data do so from training images, not from the first test batch.
 void initialize_from_training_batch(const QuantizationSetup& setup, nn::Module& model, const data::Dataset& train,
                                     const data::Normalization& normalization, int64_t batch_size, uint64_t seed);
+
+// Training with INQ weights (--inq-steps f1,...,fS): the epochs are split into S stages as evenly
+// as integers allow (stage k ends after floor((k + 1) * epochs / S) epochs); before stage k,
+// fraction f_k of every INQ layer's weights is frozen. Resumed runs continue in their stage.
+// UsageError if there are fewer epochs than steps.
+const std::vector<nn::EpochStats>& fit_with_inq(const QuantizationSetup& setup, nn::Trainer& trainer,
+                                                nn::Module& model, int epochs);
+// --eval-only with INQ weights: freezes the last step's fraction (post-training INQ).
+void freeze_inq_for_evaluation(const QuantizationSetup& setup, nn::Module& model);
 
 }  // namespace bitmix::cli

@@ -4,5 +4,6 @@
 #include "bitmix/kernels/activations.hpp"
 #include "bitmix/kernels/conv.hpp"
 #include "bitmix/kernels/epilogue.hpp"
+#include "bitmix/kernels/family.hpp"
 #include "bitmix/kernels/reference.hpp"
 #include "bitmix/kernels/weights.hpp"

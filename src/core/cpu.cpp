@@ -105,6 +105,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::neon: return "neon";
+    case Isa::avx512vnni: return "avx512vnni";
   }
   return "unknown";
 }
@@ -112,7 +113,7 @@ std::string_view isa_name(Isa isa) {
 Isa parse_isa(std::string_view text, std::string_view what) {
   for (Isa isa : detail::kEveryIsa)
     if (text == isa_name(isa)) return isa;
-  throw ArgumentError(fmt::format("{}='{}': expected one of scalar, avx2, avx512, neon", what, text));
+  throw ArgumentError(fmt::format("{}='{}': expected one of scalar, avx2, avx512, avx512vnni, neon", what, text));
 }
 
 std::string cpu_summary() {

@@ -43,9 +43,12 @@ std::optional<Isa> cap_locked() {
 
 // active_isa() is a dispatch like any other: over the levels compiled in, best first, each
 // "table" the Isa value itself. It is not listed in active_isa_tables() (no name).
-constexpr Isa kLevelValues[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+constexpr Isa kLevelValues[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon, Isa::avx512vnni};
 constexpr const Isa* level_value(Isa isa) { return &kLevelValues[static_cast<int>(isa)]; }
 constinit const IsaDispatch<Isa> g_levels{"", {
+#if defined(BITMIX_HAVE_AVX512VNNI)
+    {Isa::avx512vnni, level_value(Isa::avx512vnni)},
+#endif
 #if defined(BITMIX_HAVE_AVX512)
     {Isa::avx512, level_value(Isa::avx512)},
 #endif

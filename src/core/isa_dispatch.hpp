@@ -162,6 +162,7 @@ constexpr IsaFeatures isa_level_features(Isa isa) noexcept {
     case Isa::avx2: return avx2;
     case Isa::avx512: return avx512;
     case Isa::neon: return IsaFeature::neon;
+    case Isa::avx512vnni: return avx512 | IsaFeature::avx512vnni;
   }
   return {};
 }
@@ -173,7 +174,7 @@ constexpr IsaFeatures cap_allowance(std::optional<Isa> cap) noexcept {
 }
 
 // Every Isa enumerator, in enum order.
-inline constexpr Isa kEveryIsa[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+inline constexpr Isa kEveryIsa[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon, Isa::avx512vnni};
 
 // What this CPU can run, detected once.
 IsaFeatures cpu_isa_features();

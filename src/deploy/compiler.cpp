@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <map>
@@ -13,6 +14,7 @@
 #include "bitmix/kernels/activations.hpp"
 #include "bitmix/kernels/epilogue.hpp"
 #include "bitmix/kernels/weights.hpp"
+#include "bitmix/nn/graph.hpp"
 #include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/models.hpp"
 #include "bitmix/nn/quantization.hpp"
@@ -159,9 +161,16 @@ WeightExport export_weights(const nn::QuantizerTransform& t, const Tensor& weigh
                                       layer, t.quantizer().describe(), z));
   spec.bits = p.code_bits;
   const int64_t groups = p.groups();
-  if (groups != 1 && groups != spec.out_channels)
+  if (groups != 1 && groups != spec.out_channels) {
+    if (p.kind == quant::QuantizerKind::dsconv)
+      throw ArgumentError(fmt::format(
+          "layer '{}': weight quantizer {} has {} blocks per output channel, each with its own scale; the integer "
+          "kernels apply one scale per output channel, so a DSConv layer deploys only with one block per output "
+          "channel (a block size of at least its {} input channels)",
+          layer, t.quantizer().describe(), groups / spec.out_channels, weight.rank() >= 2 ? weight.shape()[1] : 0));
     throw ArgumentError(fmt::format("layer '{}': weight quantizer has {} groups for {} output channels", layer, groups,
                                     spec.out_channels));
+  }
   WeightExport out;
   try {
     out.weights = kernels::PackedWeights::pack(qt.codes, spec);
@@ -195,7 +204,8 @@ class Compiler {
       : builder_(make_info(image_shape, options)), normalize_(!options.mean.empty()), report_(report) {}
 
   runtime::Model run(nn::Module& model) {
-    walk(model);
+    if (auto* graph = dynamic_cast<nn::GraphModel*>(&model)) walk_graph(*graph);
+    else walk(model);
     const int32_t out = materialize();
     const runtime::ValueInfo& v = builder_.value(out);
     if (v.kind != ValueKind::real || v.shape.size() != 1)
@@ -435,6 +445,110 @@ class Compiler {
       } else {
         walk(child);
       }
+    }
+  }
+
+  // A graph model (nn/graph.hpp): the nodes in order, each tensor's runtime value by name. A
+  // conv or linear absorbs a BatchNorm and a ReLU that are the only readers of its output, and
+  // its op stays pending until its consumer is known (as in walk()), so a conv feeding only the
+  // next conv writes that conv's codes directly.
+  void walk_graph(nn::GraphModel& g) {
+    const nn::GraphSpec& spec = g.spec();
+    std::map<std::string, int32_t> values = {{spec.input, builder_.input()}};
+    std::string pending_tensor;
+    std::vector<char> absorbed(spec.nodes.size(), 0);
+    auto flush = [&] {
+      if (pending_) values[pending_tensor] = materialize();
+    };
+    auto value_of = [&](const std::string& t) {
+      if (pending_ && t == pending_tensor) flush();
+      return values.at(t);
+    };
+    // The node that is the only reader of `t`, or -1.
+    auto sole_reader = [&](const std::string& t) -> int {
+      if (t == spec.output || g.readers_of(t) != 1) return -1;
+      for (std::size_t j = 0; j < spec.nodes.size(); ++j)
+        if (std::find(spec.nodes[j].inputs.begin(), spec.nodes[j].inputs.end(), t) != spec.nodes[j].inputs.end())
+          return static_cast<int>(j);
+      return -1;
+    };
+    for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
+      if (absorbed[i]) continue;
+      const nn::GraphNode& n = spec.nodes[i];
+      nn::Module* m = g.node_module(i);
+      const std::string name = m != nullptr ? m->name() : n.name;
+      switch (n.op) {
+        case nn::GraphOp::conv:
+        case nn::GraphOp::linear: {
+          const std::string& in = n.inputs[0];
+          if (!(pending_ && in == pending_tensor && g.readers_of(in) == 1)) {
+            flush();
+            current_ = values.at(in);
+          }
+          std::string out = n.output;
+          nn::BatchNorm2d* bn = nullptr;
+          bool relu = false;
+          if (const int j = sole_reader(out); n.op == nn::GraphOp::conv && j >= 0 &&
+                                                spec.nodes[static_cast<std::size_t>(j)].op == nn::GraphOp::batch_norm) {
+            bn = dynamic_cast<nn::BatchNorm2d*>(g.node_module(static_cast<std::size_t>(j)));
+            relu = bn->fused_relu();
+            absorbed[static_cast<std::size_t>(j)] = 1;
+            out = spec.nodes[static_cast<std::size_t>(j)].output;
+          }
+          if (const int j = sole_reader(out); !relu && j >= 0 && spec.nodes[static_cast<std::size_t>(j)].op == nn::GraphOp::relu) {
+            relu = true;
+            absorbed[static_cast<std::size_t>(j)] = 1;
+            out = spec.nodes[static_cast<std::size_t>(j)].output;
+          }
+          matmul_layer(*m, bn, relu, 0);
+          pending_tensor = out;
+          break;
+        }
+        case nn::GraphOp::add: {
+          const int32_t a = value_of(n.inputs[0]);
+          const int32_t b = value_of(n.inputs[1]);
+          runtime::AddParams p;
+          p.relu = false;
+          std::string out = n.output;
+          if (const int j = sole_reader(out); j >= 0 && spec.nodes[static_cast<std::size_t>(j)].op == nn::GraphOp::relu) {
+            p.relu = true;
+            absorbed[static_cast<std::size_t>(j)] = 1;
+            out = spec.nodes[static_cast<std::size_t>(j)].output;
+          }
+          values[out] = builder_.add(name, a, b, p);
+          break;
+        }
+        case nn::GraphOp::global_avg_pool:
+          values[n.output] = builder_.global_avg_pool(name, value_of(n.inputs[0]));
+          break;
+        case nn::GraphOp::max_pool: {
+          const nn::Pool2dOptions& o = n.pool;
+          if (o.kernel_h != o.kernel_w || o.stride_h != o.stride_w || o.pad_h != o.pad_w)
+            throw ArgumentError(fmt::format("layer '{}': the runtime's max pooling takes square windows", name));
+          values[n.output] = builder_.max_pool(name, value_of(n.inputs[0]),
+                                               runtime::PoolParams{static_cast<int>(o.kernel_h),
+                                                                   static_cast<int>(o.stride_h), static_cast<int>(o.pad_h)});
+          break;
+        }
+        case nn::GraphOp::flatten: {
+          const int32_t x = value_of(n.inputs[0]);
+          const runtime::ValueInfo& v = builder_.value(x);
+          values[n.output] = v.shape.size() == 3 && (v.shape[1] != 1 || v.shape[2] != 1) ? builder_.flatten(name, x) : x;
+          break;
+        }
+        default:
+          throw ArgumentError(fmt::format("graph node '{}' ({}): the integer runtime has no op for it (graph models "
+                                          "deploy conv, linear, batch_norm and relu after them, add, max_pool, "
+                                          "global_avg_pool and flatten; not relu6, avg_pool, concat, or a batch_norm "
+                                          "or relu that does not follow a conv)",
+                                          name, nn::graph_op_name(n.op)));
+      }
+    }
+    if (pending_ && pending_tensor == spec.output) {
+      current_ = materialize();
+    } else {
+      flush();
+      current_ = values.at(spec.output);
     }
   }
 

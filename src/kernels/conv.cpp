@@ -16,6 +16,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "conv_internal.hpp"
+#include "family_internal.hpp"
 #include "kernel_table.hpp"
 #include "layout.hpp"
 
@@ -63,6 +64,9 @@ ConvGeometry check_conv(const PackedActivations& input, const PackedWeights& wei
   g.stride_w = params.stride_w;
   g.pad_h = params.pad_h;
   g.pad_w = params.pad_w;
+  g.family = params.family;
+  if (params.family != KernelFamily::automatic && kernel_family_name(params.family) == "unknown")
+    throw ArgumentError(fmt::format("{}: unknown kernel family {}", what, static_cast<int>(params.family)));
   g.out_height = conv_output_size(g.height, g.kernel_h, params.stride_h, params.pad_h, what);
   g.out_width = conv_output_size(g.width, g.kernel_w, params.stride_w, params.pad_w, what);
   // Every partial sum of the bit-serial decomposition stays below reduction * 2^(M + K + 1);
@@ -91,134 +95,6 @@ template <typename T>
 T* scratch(std::vector<T>& buffer, int64_t size) {
   if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
   return buffer.data();
-}
-
-// The integral image of the per-pixel code sums (all channels) of every stored image:
-// prefix[n][r][x] = sum over stored rows < r and columns < x, (SH + 1) x (SW + 1) per image.
-// It wraps modulo 2^32; the window sums taken from it fit int32 (conv2d checks the range), so
-// the wrapped differences are exact.
-void code_sum_prefix(const PackedActivations& input, const KernelTable& table, uint32_t* prefix) {
-  const int64_t sh = input.stored_height(), sw = input.stored_width();
-  const int64_t pixel_bytes = input.pixel_bits() / 8;
-  parallel_for(input.batch(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> row_sums(static_cast<std::size_t>(sw));
-    for (int64_t n = begin; n < end; ++n) {
-      uint32_t* image = prefix + n * (sh + 1) * (sw + 1);
-      std::fill(image, image + sw + 1, 0u);
-      for (int64_t r = 0; r < sh; ++r) {
-        std::fill(row_sums.begin(), row_sums.end(), 0);
-        for (int j = 0; j < input.bits(); ++j)
-          table.pixel_code_sums(input.data() + input.row_offset(n, r, j), sw, pixel_bytes, pixel_bytes, j,
-                                row_sums.data());
-        const uint32_t* above = image + r * (sw + 1);
-        uint32_t* line = image + (r + 1) * (sw + 1);
-        uint32_t running = 0;
-        line[0] = 0;
-        for (int64_t x = 0; x < sw; ++x) {
-          running += static_cast<uint32_t>(row_sums[static_cast<std::size_t>(x)]);
-          line[x + 1] = above[x + 1] + running;
-        }
-      }
-    }
-  });
-}
-
-// spread[b] has bit t of byte b at bit 0 of byte t: ORing spread[b] << j into 8 codes sets
-// plane j of 8 channels at once.
-struct ByteSpread {
-  uint64_t table[256];
-  constexpr ByteSpread() : table() {
-    for (int b = 0; b < 256; ++b) {
-      uint64_t v = 0;
-      for (int t = 0; t < 8; ++t) v |= static_cast<uint64_t>((b >> t) & 1) << (8 * t);
-      table[b] = v;
-    }
-  }
-};
-constexpr ByteSpread kByteSpread;
-
-// All codes of the stored input (border included) as [n][stored row][stored col][channel].
-std::vector<uint8_t> unpack_codes(const PackedActivations& input) {
-  const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
-  const int64_t pixel_bytes = input.pixel_bits() / 8;
-  std::vector<uint8_t> codes(static_cast<std::size_t>(input.batch() * sh * sw * c + 8), 0);
-  parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
-    std::vector<uint64_t> pixel(static_cast<std::size_t>(pixel_bytes));
-    for (int64_t nr = begin; nr < end; ++nr) {
-      const int64_t n = nr / sh, r = nr % sh;
-      uint8_t* out = codes.data() + nr * sw * c;
-      for (int64_t x = 0; x < sw; ++x) {
-        std::fill(pixel.begin(), pixel.end(), uint64_t{0});
-        for (int j = 0; j < input.bits(); ++j) {
-          const uint8_t* bytes = input.data() + input.row_offset(n, r, j) + x * pixel_bytes;
-          for (int64_t b = 0; b < pixel_bytes; ++b) pixel[static_cast<std::size_t>(b)] |= kByteSpread.table[bytes[b]] << j;
-        }
-        // channels 8b .. 8b + 7 are the bytes of pixel[b]; the last group may be partial
-        for (int64_t b = 0; b < pixel_bytes; ++b) {
-          const int64_t count = std::min<int64_t>(8, c - 8 * b);
-          std::memcpy(out + x * c + 8 * b, &pixel[static_cast<std::size_t>(b)], static_cast<std::size_t>(count));
-        }
-      }
-    }
-  });
-  return codes;
-}
-
-// spread16[b] = bits 0..3 (first word) and 4..7 (second word) of byte b as four uint16 lanes
-// each: ORing them shifted by j sets plane j of 8 uint16 codes at once.
-struct ByteSpread16 {
-  uint64_t table[256][2];
-  constexpr ByteSpread16() : table() {
-    for (int b = 0; b < 256; ++b)
-      for (int t = 0; t < 8; ++t) table[b][t / 4] |= static_cast<uint64_t>((b >> t) & 1) << (16 * (t % 4));
-  }
-};
-constexpr ByteSpread16 kByteSpread16;
-
-// The codes as uint16 with the channels padded to an even count (zero), for the integer path:
-// [n][stored row][stored col][round_up(C, 2)].
-void unpack_codes16(const PackedActivations& input, uint16_t* codes) {
-  const int64_t sh = input.stored_height(), sw = input.stored_width(), c = input.channels();
-  const int64_t c2 = round_up(c, 2), pixel_bytes = input.pixel_bits() / 8;
-  parallel_for(input.batch() * sh, 16, [&](int64_t begin, int64_t end) {
-    // One row at a time: 8 uint16 lanes (two uint64) per packed byte, built in registers over
-    // the planes (the plane rows are read side by side, each sequentially).
-    const int64_t row_bytes = sw * pixel_bytes;
-    const int planes = input.bits();
-    std::vector<uint64_t> row(static_cast<std::size_t>(2 * row_bytes));
-    const uint8_t* plane_rows[8] = {};
-    for (int64_t nr = begin; nr < end; ++nr) {
-      const int64_t n = nr / sh, r = nr % sh;
-      for (int j = 0; j < planes; ++j) plane_rows[j] = input.data() + input.row_offset(n, r, j);
-      uint16_t* out = codes + nr * sw * c2;
-      // With C a multiple of 8 the lanes are the output itself; otherwise pixel x's first c2 of
-      // its 8 * pixel_bytes lanes are kept (a padding channel is zero in the planes).
-      const bool direct = c2 == 8 * pixel_bytes;
-      uint64_t* lanes = row.data();
-      for (int64_t b = 0; b < row_bytes; ++b) {
-        uint64_t lo = 0, hi = 0;
-        for (int j = 0; j < planes; ++j) {
-          const uint8_t byte = plane_rows[j][b];
-          lo |= kByteSpread16.table[byte][0] << j;
-          hi |= kByteSpread16.table[byte][1] << j;
-        }
-        if (direct) {
-          std::memcpy(out + 8 * b, &lo, 8);
-          std::memcpy(out + 8 * b + 4, &hi, 8);
-        } else {
-          lanes[2 * b] = lo;
-          lanes[2 * b + 1] = hi;
-        }
-      }
-      if (!direct) {
-        for (int64_t x = 0; x < sw; ++x) {
-          const uint64_t* src = row.data() + 2 * x * pixel_bytes;
-          for (int64_t k = 0; k < c2; ++k)
-            out[x * c2 + k] = static_cast<uint16_t>(src[k / 4] >> (16 * (k % 4)));
-        }
-      }
-    }
-  });
 }
 
 // Per-pixel addresses of a tile, walked (n, oh, ow) incrementally: one division per tile and a
@@ -305,19 +181,26 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int border = input.border();
   const int act_bits = input.bits();
   const int32_t z = input.quant().zero_point;
-  // Dense layers take the bit-serial path or, for wide bitwidths where M * K plane products cost
-  // more than multiplying the codes, the unpacked integer path (same exact accumulators).
+  // The family: int8 dot products of unpacked codes, or the popcount family, whose dense layers
+  // take the bit-serial path or, for wide bitwidths where M * K plane products cost more than
+  // multiplying the codes, the unpacked int16 path (all the same exact accumulators).
+  const Int8Table& int8_kernels = int8_table();
+  // (A forced dense path, the tests' hook into the popcount family, makes `automatic` popcount.)
+  const KernelFamily requested =
+      g.family == KernelFamily::automatic && dense_path() != DensePath::automatic ? KernelFamily::popcount : g.family;
+  // An external family (the table-lookup kernels) replaces the dense tiles altogether.
+  const bool int8 = external == nullptr && resolve_family(requested, spec, act_bits, table, int8_kernels) == KernelFamily::int8;
   bool integer = false;
-  if (!spec.depthwise && external == nullptr) {
-    const int64_t bit_serial_cost =
-        int64_t{spec.bits} * act_bits * g.kernel_h * weights.words_per_row() * table.bit_pair_word_cost;
-    const int64_t integer_cost = g.kernel_h * g.kernel_w * weights.channel_pairs() * table.integer_pair_cost;
+  const DenseCosts costs = spec.depthwise ? DenseCosts{} : dense_costs(spec, act_bits, table, int8_kernels);
+  if (!spec.depthwise && !int8 && external == nullptr) {
     const DensePath path = dense_path();
-    integer = path == DensePath::integer || (path == DensePath::automatic && integer_cost < bit_serial_cost);
+    integer = path == DensePath::integer || (path == DensePath::automatic && costs.integer16 < costs.bit_serial);
   }
-  // The integer path multiplies the true weight values: no odd-level correction there.
-  // So does an external family.
-  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && !integer && !external;
+  // Window code sums S per output pixel: the bit-serial odd levels need -(2^M - 1) * S (their
+  // planes count +-1 digits); the int8 family's halved 8-bit odd levels need +S
+  // (w = 2 v + 1); the int16 path and an external family multiply the true weight values.
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && external == nullptr &&
+                   (int8 ? int8_halves_weights(spec) : !integer);
 
   // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
   std::vector<int32_t> lane_offsets(static_cast<std::size_t>(blocks * kLanes), 0);
@@ -331,7 +214,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int64_t prefix_row = input.stored_width() + 1, prefix_image = (input.stored_height() + 1) * prefix_row;
   uint32_t* prefix = odd && !odd_direct ? scratch(prefix_buffer, g.batch * prefix_image) : nullptr;
   if (prefix) code_sum_prefix(input, table, prefix);
-  const auto odd_factor = static_cast<uint32_t>(-((1 << spec.bits) - 1));
+  const auto odd_factor = int8 ? 1u : static_cast<uint32_t>(-((1 << spec.bits) - 1));
   std::vector<uint8_t> codes;
   if (spec.depthwise) codes = unpack_codes(input);
   thread_local AlignedVector<uint16_t> codes16_buffer;
@@ -342,6 +225,17 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     if (static_cast<int64_t>(codes16_buffer.size()) < size) codes16_buffer.resize(static_cast<std::size_t>(size));
     codes16 = codes16_buffer.data();
     unpack_codes16(input, codes16);
+  }
+  thread_local AlignedVector<uint8_t> codes8_buffer;
+  const int64_t c4 = round_up(g.channels, 4);
+  uint8_t* codes8 = nullptr;
+  Int8Tile int8_settings;
+  if (int8) {
+    const int64_t size = g.batch * input.stored_height() * input.stored_width() * c4 + 64;
+    if (static_cast<int64_t>(codes8_buffer.size()) < size) codes8_buffer.resize(static_cast<std::size_t>(size));
+    codes8 = codes8_buffer.data();
+    unpack_codes8(input, int8_kernels, codes8);
+    int8_settings = int8_tile_settings(spec, act_bits);
   }
   const int64_t window_h = g.kernel_h * prefix_row, window_w = g.kernel_w;
 
@@ -388,7 +282,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
     walker.pixel_code_sums = table.pixel_code_sums;
   }
 
-  parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+  // Threads only where each gets enough work to pay for the fork and join: a chunk of tiles
+  // should cost at least kMinChunkCost units of the path's cost figures (about 8 us on AVX-512,
+  // whose units run at about 5 per ns), so a small layer at batch 1 stays on one thread. (An
+  // external family counts as bit-serial, an upper bound for the table-lookup kernels.)
+  constexpr int64_t kMinChunkCost = 40000;
+  const int64_t pixel_cost = spec.depthwise ? g.kernel_h * g.kernel_w * table.integer_pair_cost
+                             : int8         ? costs.int8
+                             : integer      ? costs.integer16
+                                            : costs.bit_serial;
+  const int64_t tile_cost = std::max<int64_t>(1, kTilePixels * blocks * pixel_cost);
+  const int64_t grain = std::clamp<int64_t>(ceil_div(kMinChunkCost, tile_cost), 1, tiles);
+  parallel_for(tiles, grain, [&](int64_t tile_begin, int64_t tile_end) {
     thread_local AlignedVector<uint8_t> external_scratch;
     if (external && static_cast<int64_t>(external_scratch.size()) < external->scratch_bytes)
       external_scratch.resize(static_cast<std::size_t>(external->scratch_bytes));
@@ -403,9 +308,11 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
       walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
-                  spec.depthwise || integer || external ? window_rows.data() : nullptr, window_cols.data());
+                  spec.depthwise || integer || int8 || external ? window_rows.data() : nullptr, window_cols.data());
       if (integer)
         for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c2;
+      if (int8)
+        for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c4;
       for (int q = pixels; q < kTilePixels; ++q) {  // the kernels may read a whole register block
         in_offsets[q] = in_offsets[pixels - 1];
         window_rows[q] = window_rows[pixels - 1];
@@ -431,6 +338,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           table.depthwise_tile(t, acc.data());
         } else if (external) {
           external->block(external->context, family_scratch, block, acc.data());
+        } else if (int8) {
+          Int8Tile t = int8_settings;
+          t.weights = weights.int8_quads().data() + block * g.kernel_h * g.kernel_w * weights.channel_quads() * kLanes * 4;
+          t.codes = codes8;
+          t.pixel_offsets = in_offsets.data();
+          t.pixels = pixels;
+          t.row_stride = sw * c4;
+          t.pixel_stride = c4;
+          t.kernel_h = static_cast<int>(g.kernel_h);
+          t.kernel_w = static_cast<int>(g.kernel_w);
+          t.quads = static_cast<int>(weights.channel_quads());
+          int8_kernels.int8_tile(t, acc.data());
         } else if (integer) {
           IntegerTile t;
           t.weights = weights.integer_pairs().data() + block * g.kernel_h * g.kernel_w * weights.channel_pairs() * kLanes * 2;
@@ -557,13 +476,14 @@ void check_gemm(const PackedActivations& input, const PackedWeights& weights) {
 }
 }  // namespace
 
-void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out) {
+void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out,
+          KernelFamily family) {
   check_gemm(input, weights);
   const Shape shape{input.batch(), weights.spec().out_channels};
   if (out.shape() != shape) out = Tensor(shape);
   out.reshape({input.batch(), weights.spec().out_channels, 1, 1});
   try {
-    conv2d(input, weights, Conv2dParams{}, epilogue, out);
+    conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
   } catch (...) {
     out.reshape(shape);
     throw;
@@ -572,9 +492,9 @@ void gemm(const PackedActivations& input, const PackedWeights& weights, const Ep
 }
 
 void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-          PackedActivations& out) {
+          PackedActivations& out, KernelFamily family) {
   check_gemm(input, weights);
-  conv2d(input, weights, Conv2dParams{}, epilogue, out);
+  conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
 }
 
 }  // namespace bitmix::kernels

@@ -174,6 +174,19 @@ void PackedWeights::derive() {
               static_cast<int16_t>(all[static_cast<std::size_t>((oc * s.in_channels + ic) * taps + t)]);
         }
   }
+  int8_quads_.clear();
+  if (!s.depthwise) {
+    const int64_t quads = channel_quads(), taps = s.kernel_h * s.kernel_w;
+    int8_quads_.assign(static_cast<std::size_t>(lane_blocks_ * taps * quads * detail::kLanes * 4), 0);
+    for (int64_t oc = 0; oc < s.out_channels; ++oc)
+      for (int64_t ic = 0; ic < s.in_channels; ++ic)
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t index =
+              (((oc / detail::kLanes * taps + t) * quads + ic / 4) * detail::kLanes + oc % detail::kLanes) * 4 + ic % 4;
+          int8_quads_[static_cast<std::size_t>(index)] =
+              int8_weight_value(all[static_cast<std::size_t>((oc * s.in_channels + ic) * taps + t)], s);
+        }
+  }
   depthwise_taps_.clear();
   if (s.depthwise) {
     const int64_t taps = s.kernel_h * s.kernel_w;

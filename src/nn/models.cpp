@@ -31,7 +31,9 @@ std::string model_spec_to_json(const ModelSpec& spec) {
                             {"width", spec.width},
                             {"zero_init_residual", spec.zero_init_residual},
                             {"seed", spec.seed}};
-  return j.dump();
+  nlohmann::json out = j;
+  if (spec.graph) out["graph"] = nlohmann::json::parse(graph_spec_to_json(*spec.graph));
+  return out.dump();
 }
 
 ModelSpec model_spec_from_json(std::string_view text) {
@@ -40,7 +42,8 @@ ModelSpec model_spec_from_json(std::string_view text) {
   // Every key is known and every value has its exact JSON type: a spec is rebuilt into a model,
   // so 0.5 channels or a misspelled "widht" must not pass as something else.
   static constexpr std::string_view kKeys[] = {"arch",   "in_channels", "image_height",       "image_width", "num_classes",
-                                               "shortcut", "width",     "zero_init_residual", "seed"};
+                                               "shortcut", "width",     "zero_init_residual", "seed",
+                                               "graph"};
   for (const auto& [key, value] : j.items())
     if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys))
       throw FormatError(fmt::format("model spec: unknown field '{}' (expected {})", key, fmt::join(kKeys, ", ")));
@@ -85,6 +88,18 @@ ModelSpec model_spec_from_json(std::string_view text) {
       throw FormatError(fmt::format("model spec: field 'seed' = {}: expected a non-negative integer", v.dump()));
     spec.seed = v.get<uint64_t>();
   }
+  if (j.contains("graph")) {
+    if (!j.at("graph").is_object())
+      throw FormatError(fmt::format("model spec: field 'graph' = {}: expected a graph object", j.at("graph").dump()));
+    try {
+      spec.graph = graph_spec_from_json(j.at("graph").dump());
+    } catch (const FormatError& e) {
+      throw FormatError(fmt::format("model spec: field 'graph': {}", e.what()));
+    }
+  }
+  if (spec.graph.has_value() != (spec.arch == "graph"))
+    throw FormatError(fmt::format("model spec: arch '{}' {} a 'graph' field", spec.arch,
+                                  spec.graph ? "with" : "without"));
   return spec;
 }
 
@@ -278,6 +293,13 @@ std::unique_ptr<Module> make_model(const ModelSpec& spec) {
                                       spec.arch));
     model = std::make_unique<ResNet>(depth, spec.in_channels, spec.num_classes, spec.width > 0 ? spec.width : 16,
                                      spec.shortcut, spec.zero_init_residual, rng);
+  } else if (spec.arch == "graph") {
+    if (!spec.graph) throw ArgumentError("model 'graph': the spec holds no graph");
+    model = std::make_unique<GraphModel>(*spec.graph, Shape{spec.in_channels, spec.image_height, spec.image_width}, rng);
+    const Shape out = model->output_shape({1, spec.in_channels, spec.image_height, spec.image_width});
+    if (out.size() != 2 || out[1] != spec.num_classes)
+      throw ArgumentError(fmt::format("model 'graph': output {} for {} classes: expected [N, {}] logits",
+                                      shape_to_string(out), spec.num_classes, spec.num_classes));
   } else if (spec.arch == "vgg-small") {
     model = make_vgg_small(spec, spec.width > 0 ? spec.width : 64, rng);
   } else {

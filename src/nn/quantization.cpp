@@ -153,7 +153,10 @@ quant::BitConfig uniform_bit_config(const Module& model, const Shape& image_shap
   // Validates bits and kinds (the message names the first layer and the value at fault).
   BitConfig config = BitConfig::uniform(std::move(model_name), names, bits.w_bits, bits.a_bits, bits.w_quant,
                                         bits.a_quant, quant::BitPolicy::none());
-  for (LayerBits& layer : config.layers) layer.w_granularity = bits.w_granularity;
+  for (LayerBits& layer : config.layers) {
+    layer.w_granularity = bits.w_granularity;
+    layer.w_block = bits.w_block;
+  }
 
   // A quantizer the layer cannot take with this kind falls back to LSQ (the kinds take every
   // bitwidth 1..8, and signed inputs from 2 bits).
@@ -212,8 +215,17 @@ void apply_bit_config(Module& model, const Shape& image_shape, const BitConfig& 
     const LayerBits& entry = config.at(info.name);
     Pending p{&slots_of(info), info.module->training(), nullptr, nullptr};
     try {
-      if (!is_float(entry.w_quant))
-        p.weight = std::make_unique<QuantizerTransform>(entry.weight_spec(weight_of(info).value.shape()[0]));
+      const Shape& w_shape = weight_of(info).value.shape();
+      if (entry.w_quant == QuantizerKind::dsconv && w_shape.size() >= 2 && w_shape[1] > entry.w_block &&
+          w_shape[1] % entry.w_block != 0)
+        throw ArgumentError(fmt::format("w_block = {}: DSConv blocks split the {} input channels of weight {} "
+                                        "evenly; use a block size that divides them or one of at least {}",
+                                        entry.w_block, w_shape[1], shape_to_string(w_shape), w_shape[1]));
+      if (!is_float(entry.w_quant)) {
+        quant::QuantizerSpec w_spec = entry.weight_spec(w_shape[0]);
+        w_spec.numel = shape_numel(w_shape);  // INQ's per-weight state
+        p.weight = std::make_unique<QuantizerTransform>(w_spec);
+      }
       if (!is_float(entry.a_quant))
         p.input = std::make_unique<QuantizerTransform>(entry.activation_spec(options.signed_first_input && i == 0));
     } catch (const ArgumentError& e) {
@@ -423,11 +435,36 @@ CalibrationReport calibrate_quantizers(Module& model, const data::BatchLoader& l
 }
 
 // ---------------------------------------------------------------------------------------------
+// INQ.
+
+bool has_inq_quantizers(Module& model, const Shape& image_shape) {
+  for (const LayerQuantizers& q : attached_quantizers(model, image_shape))
+    if (q.weight != nullptr && q.weight->spec().kind == QuantizerKind::inq) return true;
+  return false;
+}
+
+quant::InqFreezeReport inq_freeze(Module& model, const Shape& image_shape, double fraction) {
+  quant::InqFreezeReport total;
+  for (const LayerQuantizers& q : attached_quantizers(model, image_shape)) {
+    if (q.weight == nullptr || q.weight->spec().kind != QuantizerKind::inq) continue;
+    try {
+      const quant::InqFreezeReport r = quant::inq_freeze(q.weight->quantizer(), layer_weight(*q.layer).value, fraction);
+      total.newly_frozen += r.newly_frozen;
+      total.frozen += r.frozen;
+      total.total += r.total;
+    } catch (const Error& e) {
+      throw ArgumentError(fmt::format("layer '{}': {}", q.name, e.what()));
+    }
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------
 // --quant names.
 
 const std::vector<std::string>& quant_scheme_names() {
   static const std::vector<std::string> names = {"lsq", "pact", "dorefa", "uniform", "symmetric",
-                                                 "sawb", "pot", "binary", "ternary"};
+                                                 "sawb", "pot", "binary", "ternary", "syq", "dsconv", "inq"};
   return names;
 }
 
@@ -449,7 +486,9 @@ QuantScheme parse_quant_scheme(std::string_view text) {
     // Role checks (PACT on weights, SAWB on activations), at a bitwidth each kind takes; the
     // bits themselves are checked when the configuration is built.
     const int w_probe = s.w_quant == QuantizerKind::binary ? 1 : 2;
-    for (const quant::QuantizerSpec& spec : {quant::weight_spec(s.w_quant, w_probe), quant::activation_spec(s.a_quant, 2)})
+    const auto w_granularity = s.w_quant == QuantizerKind::dsconv ? quant::Granularity::per_channel : quant::Granularity::per_tensor;
+    for (const quant::QuantizerSpec& spec :
+         {quant::weight_spec(s.w_quant, w_probe, w_granularity), quant::activation_spec(s.a_quant, 2)})
       if (std::string m = quant::check(spec); !m.empty()) throw fail(m);
     return s;
   }
@@ -462,6 +501,9 @@ QuantScheme parse_quant_scheme(std::string_view text) {
   if (text == "pot") return {QuantizerKind::pot, QuantizerKind::lsq};
   if (text == "binary") return {QuantizerKind::binary, QuantizerKind::lsq};
   if (text == "ternary") return {QuantizerKind::ternary, QuantizerKind::lsq};
+  if (text == "syq") return {QuantizerKind::syq, QuantizerKind::lsq};
+  if (text == "dsconv") return {QuantizerKind::dsconv, QuantizerKind::lsq};
+  if (text == "inq") return {QuantizerKind::inq, QuantizerKind::lsq};
   throw fail("unknown name");
 }
 

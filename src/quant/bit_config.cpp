@@ -104,6 +104,7 @@ std::string check_pin(const LayerBits& layer, int bits, std::string_view which) 
 QuantizerSpec LayerBits::weight_spec(int64_t out_channels) const {
   QuantizerSpec spec = quant::weight_spec(w_quant, w_bits, w_granularity, out_channels);
   if (w_granularity == Granularity::per_tensor) spec.channels = 1;
+  spec.block_size = w_block;
   return spec;
 }
 
@@ -133,6 +134,7 @@ BitConfig BitConfig::uniform(std::string model_name, const std::vector<std::stri
     layer.a_bits = a_bits;
     layer.w_quant = w_quant;
     layer.a_quant = a_quant;
+    if (w_quant == QuantizerKind::dsconv) layer.w_granularity = Granularity::per_channel;  // its only granularity
     config.layers.push_back(std::move(layer));
   }
   config.apply_policy();
@@ -299,6 +301,7 @@ std::string BitConfig::to_json() const {
     e["w_quant"] = std::string(to_string(l.w_quant));
     e["a_quant"] = std::string(to_string(l.a_quant));
     e["w_granularity"] = std::string(to_string(l.w_granularity));
+    if (l.w_quant == QuantizerKind::dsconv) e["w_block"] = l.w_block;
     if (l.macs) e["macs"] = *l.macs;
     if (l.params) e["params"] = *l.params;
     list.push_back(std::move(e));
@@ -360,7 +363,7 @@ BitConfig BitConfig::parse(std::string_view json_text, std::string_view source) 
     LayerBits layer;
     layer.name = r.string(r.required(e, where, "name"), where, "name");
     where = entry_name(i, layer.name);
-    r.expect_keys(e, where, {"name", "w_bits", "a_bits", "w_quant", "a_quant", "w_granularity", "macs", "params"});
+    r.expect_keys(e, where, {"name", "w_bits", "a_bits", "w_quant", "a_quant", "w_granularity", "w_block", "macs", "params"});
     layer.w_bits = static_cast<int>(r.integer(r.required(e, where, "w_bits"), where, "w_bits", kMinBits, kFloatBits));
     layer.a_bits = static_cast<int>(r.integer(r.required(e, where, "a_bits"), where, "a_bits", kMinBits, kFloatBits));
     try {
@@ -371,6 +374,8 @@ BitConfig BitConfig::parse(std::string_view json_text, std::string_view source) 
     } catch (const ArgumentError& error) {
       r.fail(where, error.what());
     }
+    if (const auto b = e.find("w_block"); b != e.end())
+      layer.w_block = r.integer(*b, where, "w_block", 1, int64_t{1} << 20);
     layer.macs = r.optional_count(e, where, "macs");
     layer.params = r.optional_count(e, where, "params");
     config.layers.push_back(std::move(layer));

@@ -199,6 +199,20 @@ class QuantizerImpl {
   virtual void backward(const Tensor& x, const Plan& plan, const Tensor& grad_output, float weight,
                         bool accumulate, Tensor& grad_input);
 
+  // Quantizers whose output is not a level grid of the input (INQ, while part of the weights is
+  // still float) compute it themselves: own_forward writes out = Q(x) (Sink::store) or adds
+  // weight * Q(x) (Sink::accumulate) and returns true; own_codes writes the export's codes.
+  // The plan then only gives the export's scales.
+  virtual bool has_own_forward() const noexcept { return false; }
+  virtual bool own_forward(const Tensor& x, Sink sink, float weight, float* out) const {
+    (void)x, (void)sink, (void)weight, (void)out;
+    return false;
+  }
+  virtual bool own_codes(const Tensor& x, int32_t* codes) const {
+    (void)x, (void)codes;
+    return false;
+  }
+
   virtual bool accepts_range() const noexcept { return false; }
   virtual RangeShape range_shape() const;
   virtual LevelGrid grid_for_range(float lo, float hi) const;
@@ -227,6 +241,11 @@ std::unique_ptr<QuantizerImpl> make_sawb(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_power_of_two(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_binary(const QuantizerSpec& spec);
 std::unique_ptr<QuantizerImpl> make_ternary(const QuantizerSpec& spec);
+std::unique_ptr<QuantizerImpl> make_syq(const QuantizerSpec& spec);
+std::unique_ptr<QuantizerImpl> make_dsconv(const QuantizerSpec& spec);
+std::unique_ptr<QuantizerImpl> make_inq(const QuantizerSpec& spec);
+// The power-of-two grid of the `pot` kind for x (per group, from max|w|), for INQ.
+Plan power_of_two_plan(const QuantizerSpec& spec, const Tensor& x);
 
 // Guards for scales computed from data or learned: a non-positive or non-finite scale would
 // make the input multiplier infinite or NaN.

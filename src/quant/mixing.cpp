@@ -26,6 +26,9 @@ std::vector<QuantizerImpl*> checked_set(std::span<Quantizer* const> quantizers, 
   for (std::size_t i = 0; i < quantizers.size(); ++i) {
     if (quantizers[i] == nullptr) throw ArgumentError(fmt::format("{}: quantizer {} is null", what, i));
     QuantizerImpl& q = QuantizerAccess::impl(*quantizers[i]);
+    if (q.has_own_forward())
+      throw ArgumentError(fmt::format("{}: quantizer {} ({}) keeps per-weight state and cannot be mixed", what, i,
+                                      describe(q.spec)));
     for (std::size_t j = 0; j < i; ++j)
       if (impls[j] == &q)
         throw ArgumentError(fmt::format("{}: quantizer {} is quantizer {} again: expected distinct quantizers", what,

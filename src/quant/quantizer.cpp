@@ -11,10 +11,11 @@
 namespace bitmix::quant {
 namespace {
 
-constexpr std::array<QuantizerKind, 10> kAllKinds = {
+constexpr std::array<QuantizerKind, 13> kAllKinds = {
     QuantizerKind::float_bypass, QuantizerKind::uniform, QuantizerKind::symmetric, QuantizerKind::dorefa,
     QuantizerKind::pact,         QuantizerKind::lsq,     QuantizerKind::sawb,      QuantizerKind::pot,
-    QuantizerKind::binary,       QuantizerKind::ternary};
+    QuantizerKind::binary,       QuantizerKind::ternary, QuantizerKind::syq,       QuantizerKind::dsconv,
+    QuantizerKind::inq};
 
 std::string kind_list() {
   std::string out;
@@ -31,7 +32,10 @@ bool supports_role(QuantizerKind kind, Role role) {
     case QuantizerKind::sawb:
     case QuantizerKind::pot:
     case QuantizerKind::binary:
-    case QuantizerKind::ternary: return role == Role::weight;
+    case QuantizerKind::ternary:
+    case QuantizerKind::syq:
+    case QuantizerKind::dsconv:
+    case QuantizerKind::inq: return role == Role::weight;
     default: return true;
   }
 }
@@ -63,6 +67,9 @@ std::string_view to_string(QuantizerKind kind) noexcept {
     case QuantizerKind::pot: return "pot";
     case QuantizerKind::binary: return "binary";
     case QuantizerKind::ternary: return "ternary";
+    case QuantizerKind::syq: return "syq";
+    case QuantizerKind::dsconv: return "dsconv";
+    case QuantizerKind::inq: return "inq";
   }
   return "?";
 }
@@ -170,6 +177,7 @@ std::string check(const QuantizerSpec& spec) {
         return bad_bits(2, kMaxBits, " for signed activations");
       break;
     case QuantizerKind::pot:
+    case QuantizerKind::inq:
       if (spec.bits < 2 || spec.bits > 6)
         return bad_bits(2, 6, ": b-bit power-of-two levels {0, +-2^e} have 2^(b-1)-1 exponents, whose integer codes "
                               "need 2^(b-1) bits (7 and 8 bits would need 64- and 128-bit codes; 1 bit: use binary)");
@@ -179,6 +187,20 @@ std::string check(const QuantizerSpec& spec) {
       break;
     case QuantizerKind::ternary:
       if (spec.bits != 2) return bad_bits(2, 2, ": ternary weights {-a, 0, a} are stored in 2 bits");
+      break;
+    case QuantizerKind::syq:
+      if (spec.bits > 2)
+        return bad_bits(1, 2, ": SYQ weights are binary (1 bit, +-a) or ternary (2 bits, {-a, 0, a})");
+      break;
+    case QuantizerKind::dsconv:
+      if (spec.bits < 2)
+        return bad_bits(2, kMaxBits, ": a 1-bit two's complement kernel has only the levels -1 and 0 (use binary)");
+      if (spec.granularity != Granularity::per_channel)
+        return fmt::format("{}: granularity = {}: DSConv's scales are per block of input channels within each output "
+                           "channel; use per_channel",
+                           who, to_string(spec.granularity));
+      if (spec.block_size < 1)
+        return fmt::format("{}: block_size = {}: expected at least 1 input channel per block", who, spec.block_size);
       break;
     default: break;
   }
@@ -199,6 +221,7 @@ std::string describe(const QuantizerSpec& spec) {
   std::string out = fmt::format("{} {}", to_string(spec.kind), to_string(spec.role));
   if (spec.kind != QuantizerKind::float_bypass) out += fmt::format(" {}-bit", spec.bits);
   if (spec.granularity == Granularity::per_channel) out += fmt::format(" per_channel({})", spec.channels);
+  if (spec.kind == QuantizerKind::dsconv) out += fmt::format(" block {}", spec.block_size);
   if (spec.role == Role::activation && spec.signed_activations) out += " signed";
   return out;
 }
@@ -206,7 +229,8 @@ std::string describe(const QuantizerSpec& spec) {
 int code_bits(const QuantizerSpec& spec) {
   switch (spec.kind) {
     case QuantizerKind::float_bypass: return kFloatBits;
-    case QuantizerKind::pot: return 1 << (spec.bits - 1);  // 2^(b-1)-1 exponents plus a sign
+    case QuantizerKind::pot:
+    case QuantizerKind::inq: return 1 << (spec.bits - 1);  // 2^(b-1)-1 exponents plus a sign
     default: return spec.bits;
   }
 }
@@ -269,6 +293,9 @@ std::unique_ptr<QuantizerImpl> make_impl(const QuantizerSpec& spec) {
     case QuantizerKind::pot: return make_power_of_two(spec);
     case QuantizerKind::binary: return make_binary(spec);
     case QuantizerKind::ternary: return make_ternary(spec);
+    case QuantizerKind::syq: return make_syq(spec);
+    case QuantizerKind::dsconv: return make_dsconv(spec);
+    case QuantizerKind::inq: return make_inq(spec);
   }
   throw ArgumentError("quantizer kind out of range");
 }
@@ -322,6 +349,7 @@ void Quantizer::forward(const Tensor& x, Tensor& y) {
   if (&y != &x && !y.same_shape(x)) y = Tensor(x.shape());
   if (x.numel() == 0) return;
   q.update_state(x);
+  if (q.own_forward(x, detail::Sink::store, 1.0f, y.data())) return;
   const detail::Plan plan = q.plan(&x);
   detail::run_plan(plan, x.data(), x.numel(), detail::Sink::store, 1.0f, y.data());
 }
@@ -332,6 +360,7 @@ void Quantizer::forward_accumulate(const Tensor& x, float weight, Tensor& y) {
   check_same_shape(q, x, y, "forward_accumulate output");
   if (x.numel() == 0) return;
   q.update_state(x);
+  if (q.own_forward(x, detail::Sink::accumulate, weight, y.data())) return;
   const detail::Plan plan = q.plan(&x);
   detail::run_plan(plan, x.data(), x.numel(), detail::Sink::accumulate, weight, y.data());
 }
@@ -341,6 +370,13 @@ double Quantizer::dot_output(const Tensor& x, const Tensor& grad) const {
   check_input(q, x, "input");
   check_same_shape(q, x, grad, "gradient");
   if (x.numel() == 0) return 0.0;
+  if (q.has_own_forward()) {
+    Tensor y(x.shape());
+    q.own_forward(x, detail::Sink::store, 1.0f, y.data());
+    double sum = 0.0;
+    for (int64_t i = 0; i < x.numel(); ++i) sum += static_cast<double>(grad[i]) * static_cast<double>(y[i]);
+    return sum;
+  }
   const detail::Plan plan = q.plan(&x);
   return detail::dot_plan(plan, x.data(), grad.data(), x.numel());
 }
@@ -411,7 +447,7 @@ QuantizedTensor Quantizer::quantize(const Tensor& x) const {
   out.shape = x.shape();
   out.params = params_from_plan(q, plan);
   out.codes.resize(static_cast<std::size_t>(x.numel()));
-  if (x.numel() > 0) detail::codes_of_plan(plan, x.data(), x.numel(), out.codes.data());
+  if (x.numel() > 0 && !q.own_codes(x, out.codes.data())) detail::codes_of_plan(plan, x.data(), x.numel(), out.codes.data());
   return out;
 }
 

@@ -229,6 +229,11 @@ class PowerOfTwo final : public QuantizerImpl {
 
   Plan plan(const Tensor* x) const override {
     if (x == nullptr) throw data_dependent(spec);
+    return grid_of(*x);
+  }
+
+  Plan grid_of(const Tensor& t) const {
+    const Tensor* x = &t;
     // Levels {0, +-2^(n1 - E + 1), ..., +-2^n1} with E = 2^(b-1) - 1 exponents and n1 the power
     // of two nearest max|w| (INQ: n1 = floor(log2(4 max|w| / 3))).
     const std::vector<GroupStats> stats = group_stats(x->data(), Blocks(spec.groups(), x->numel()), kStatsArgMaxAbs);
@@ -332,6 +337,12 @@ std::unique_ptr<QuantizerImpl> make_power_of_two(const QuantizerSpec& spec) {
   return std::make_unique<PowerOfTwo>(spec);
 }
 std::unique_ptr<QuantizerImpl> make_binary(const QuantizerSpec& spec) { return std::make_unique<Binary>(spec); }
+
+Plan power_of_two_plan(const QuantizerSpec& spec, const Tensor& x) {
+  QuantizerSpec pot = spec;
+  pot.kind = QuantizerKind::pot;
+  return PowerOfTwo(pot).grid_of(x);
+}
 std::unique_ptr<QuantizerImpl> make_ternary(const QuantizerSpec& spec) { return std::make_unique<Ternary>(spec); }
 
 }  // namespace bitmix::quant::detail

@@ -98,6 +98,7 @@ double time_layer_ms(const LayerShape& layer, int w_bits, int a_bits, const Timi
   // only substitutes it for a convolution read from a quantize op): time the bit-serial path.
   SessionOptions so;
   so.float_gemm = layer.quantized_input ? options.float_gemm : FloatGemmPolicy::never;
+  so.kernel_family = options.kernel_family;
   Session session(model, so);
   Tensor images(Shape{layer.batch, layer.in_channels, layer.height, layer.width});
   const float top = static_cast<float>((1 << a_bits) - 1) * 0.05f;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 #include <limits>
 #include <span>
 
@@ -67,6 +68,20 @@ Session& Session::operator=(Session&&) noexcept = default;
 
 bool Session::runs_as_float_gemm(std::size_t index) const { return index < dense_.size() && dense_[index] != nullptr; }
 bool Session::skips(std::size_t index) const { return index < skip_.size() && skip_[index]; }
+kernels::KernelFamily Session::kernel_family(std::size_t index) const {
+  return index < families_.size() && !runs_as_float_gemm(index) ? families_[index] : kernels::KernelFamily::automatic;
+}
+
+kernels::KernelFamily resolve_kernel_family(const kernels::WeightSpec& weights, int activation_bits,
+                                            const SessionOptions& options) {
+  kernels::KernelFamily family = options.kernel_family;
+  if (family == kernels::KernelFamily::automatic) {
+    const char* env = std::getenv("BITMIX_KERNEL_FAMILY");
+    if (env != nullptr && *env != '\0') family = kernels::parse_kernel_family(env, "BITMIX_KERNEL_FAMILY");
+  }
+  if (family == kernels::KernelFamily::automatic) family = kernels::choose_kernel_family(weights, activation_bits);
+  return family;
+}
 
 Session::Session(Model model, SessionOptions options) : model_(std::move(model)), options_(options) {
   if (model_.empty()) throw ArgumentError("runtime::Session: the model is empty (not loaded or built)");
@@ -83,6 +98,14 @@ Session::Session(Model model, SessionOptions options) : model_(std::move(model))
     clamp_[i].active = true;
     clamp_[i].lo = lowest_input_reaching(q.quant, q.min_code);
     clamp_[i].hi = highest_input_within(q.quant, q.max_code);
+  }
+  // The kernel family of every convolution and linear layer, once, from the shapes and bits.
+  families_.assign(model_.ops().size(), kernels::KernelFamily::automatic);
+  for (std::size_t i = 0; i < model_.ops().size(); ++i) {
+    const Op& op = model_.ops()[i];
+    if (op.kind != OpKind::conv2d && op.kind != OpKind::linear) continue;
+    const int act_bits = model_.values()[static_cast<std::size_t>(op.inputs[0])].quant.bits;
+    families_[i] = resolve_kernel_family(op.conv().weights.spec(), act_bits, options_);
   }
   plan_float_gemm();
   plan_buffers();  // after plan_float_gemm: a GEMM convolution reads its quantize op's input
@@ -251,18 +274,20 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
       }
       case OpKind::conv2d: {
         const ConvParams& c = op.conv();
+        kernels::Conv2dParams conv = c.conv;
+        conv.family = families_[i];
         if (values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed)
-          kernels::conv2d(packed(op.inputs[0]), c.weights, c.conv, c.epilogue, packed(op.output));
+          kernels::conv2d(packed(op.inputs[0]), c.weights, conv, c.epilogue, packed(op.output));
         else
-          kernels::conv2d(packed(op.inputs[0]), c.weights, c.conv, c.epilogue, real(op.output));
+          kernels::conv2d(packed(op.inputs[0]), c.weights, conv, c.epilogue, real(op.output));
         break;
       }
       case OpKind::linear: {
         const ConvParams& c = op.conv();
         if (values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed)
-          kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, packed(op.output));
+          kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, packed(op.output), families_[i]);
         else
-          kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, real(op.output));
+          kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, real(op.output), families_[i]);
         break;
       }
       case OpKind::add: {

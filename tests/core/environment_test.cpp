@@ -63,6 +63,7 @@ TEST(Environment, ParseIsaAcceptsNamesAndRejectsOthers) {
   EXPECT_EQ(parse_isa("scalar"), Isa::scalar);
   EXPECT_EQ(parse_isa("avx2"), Isa::avx2);
   EXPECT_EQ(parse_isa("avx512"), Isa::avx512);
+  EXPECT_EQ(parse_isa("avx512vnni"), Isa::avx512vnni);
   EXPECT_EQ(parse_isa("neon"), Isa::neon);
   try {
     parse_isa("sse9", "BITMIX_MAX_ISA");

@@ -21,9 +21,13 @@ constexpr FakeTable kFakeScalar{Isa::scalar};
 [[maybe_unused]] constexpr FakeTable kFakeAvx2{Isa::avx2};
 [[maybe_unused]] constexpr FakeTable kFakeAvx512{Isa::avx512};
 [[maybe_unused]] constexpr FakeTable kFakeNeon{Isa::neon};
+[[maybe_unused]] constexpr FakeTable kFakeAvx512VnniLevel{Isa::avx512vnni};
 
 // The same shape as a real module's dispatcher: one table per compiled level.
 constinit IsaDispatch<FakeTable> g_fake{"test.fake", {
+#if defined(BITMIX_HAVE_AVX512VNNI)
+    {Isa::avx512vnni, &kFakeAvx512VnniLevel},
+#endif
 #if defined(BITMIX_HAVE_AVX512)
     {Isa::avx512, &kFakeAvx512},
 #endif
@@ -44,7 +48,7 @@ constinit IsaDispatch<FakeTable> g_fake_extra{"test.extra", {
 }};
 
 bool is_fake_table(const FakeTable* t) {
-  return t == &kFakeScalar || t == &kFakeAvx2 || t == &kFakeAvx512 || t == &kFakeNeon;
+  return t == &kFakeScalar || t == &kFakeAvx2 || t == &kFakeAvx512 || t == &kFakeNeon || t == &kFakeAvx512VnniLevel;
 }
 
 // Removes the cap for a scope and restores the previous one.
@@ -145,8 +149,8 @@ TEST(IsaDispatch, ATableWithExtraFeaturesNeedsThemOnTheCpuAndUnderTheCap) {
     EXPECT_EQ(&g_fake_extra.active(), cpu_has_it ? &kFakeAvx512Vnni : &kFakeScalar);
   }
   for (Isa isa : available_isas()) {
-    ScopedIsaCap cap(isa);  // no level includes VNNI yet, so every cap excludes the table
-    EXPECT_EQ(&g_fake_extra.active(), &kFakeScalar) << isa_name(isa);
+    ScopedIsaCap cap(isa);  // only the avx512vnni level includes VNNI: every other cap excludes the table
+    EXPECT_EQ(&g_fake_extra.active(), isa == Isa::avx512vnni ? &kFakeAvx512Vnni : &kFakeScalar) << isa_name(isa);
   }
 }
 

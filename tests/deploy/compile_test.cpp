@@ -12,6 +12,7 @@
 // sums floats, the integer one sums integers and scales once), so a value within float
 // rounding of a requantization threshold can land on the other side; top-1 predictions must
 // still agree on almost every input.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -185,6 +186,87 @@ TEST(DyadicParitySequential, ConvWithBiasReluModuleAndFlattenAreBitExact) {
   expect_exact(net, 72);
 }
 
+// A graph model (nn/graph.hpp): fan-out, an identity and a projection residual, a depthwise
+// conv, max pooling and the classifier. `variant` replaces the first residual's ReLU by a ReLU6
+// or adds a concatenation, which the runtime has no op for.
+nn::ModelSpec graph_spec(const std::string& variant = "") {
+  auto node = [](std::string name, nn::GraphOp op, std::vector<std::string> in, std::string out) {
+    nn::GraphNode n;
+    n.name = std::move(name);
+    n.op = op;
+    n.inputs = std::move(in);
+    n.output = std::move(out);
+    return n;
+  };
+  auto conv = [&](std::string name, std::string in, std::string out, int64_t cin, int64_t cout, int64_t k, int64_t s,
+                  int64_t groups = 1) {
+    nn::GraphNode n = node(std::move(name), nn::GraphOp::conv, {std::move(in)}, std::move(out));
+    n.conv = nn::Conv2dOptions::square(cin, cout, k, s, k / 2, groups);
+    return n;
+  };
+  auto bn = [&](std::string name, std::string in, std::string out, int64_t c, bool relu) {
+    nn::GraphNode n = node(std::move(name), nn::GraphOp::batch_norm, {std::move(in)}, std::move(out));
+    n.channels = c;
+    n.relu = relu;
+    return n;
+  };
+  nn::GraphSpec g;
+  g.nodes = {conv("stem", "input", "c0", 3, 8, 3, 1), bn("stem_bn", "c0", "s", 8, true),
+             conv("a", "s", "a0", 8, 8, 3, 1), bn("a_bn", "a0", "a1", 8, false),
+             node("a_relu", nn::GraphOp::relu, {"a1"}, "a"), conv("b", "a", "b0", 8, 8, 3, 1),
+             bn("b_bn", "b0", "b", 8, false), node("add1", nn::GraphOp::add, {"b", "s"}, "sum1"),
+             node("relu1", variant == "relu6" ? nn::GraphOp::relu6 : nn::GraphOp::relu, {"sum1"}, "r1"),
+             conv("dw", "r1", "d0", 8, 8, 3, 1, 8), bn("dw_bn", "d0", "d", 8, true),
+             conv("pw", "d", "p0", 8, 16, 1, 2), bn("pw_bn", "p0", "p", 16, false),
+             conv("proj", "r1", "q0", 8, 16, 1, 2), bn("proj_bn", "q0", "q", 16, false),
+             node("add2", nn::GraphOp::add, {"p", "q"}, "sum2"), node("relu2", nn::GraphOp::relu, {"sum2"}, "r2")};
+  std::string last = "r2";
+  int64_t channels = 16;
+  if (variant == "concat") {
+    g.nodes.push_back(node("cat", nn::GraphOp::concat, {"r2", "p"}, "cat"));
+    last = "cat";
+    channels = 32;
+  }
+  nn::GraphNode pool = node("pool", nn::GraphOp::max_pool, {last}, "m");
+  pool.pool = nn::Pool2dOptions::square(2, 2);
+  g.nodes.push_back(pool);
+  g.nodes.push_back(node("gap", nn::GraphOp::global_avg_pool, {"m"}, "v"));
+  nn::GraphNode fc = node("fc", nn::GraphOp::linear, {"v"}, "logits");
+  fc.in_features = channels;
+  fc.out_features = 5;
+  g.nodes.push_back(fc);
+  g.output = "logits";
+  nn::ModelSpec spec;
+  spec.arch = "graph";
+  spec.in_channels = 3;
+  spec.image_height = spec.image_width = 12;
+  spec.num_classes = 5;
+  spec.seed = 31;
+  spec.graph = g;
+  return spec;
+}
+
+TEST(DyadicParityGraph, ResidualsFanOutDepthwiseAndPoolingAreBitExact) {
+  for (const auto& [w, a] : {std::pair{2, 2}, std::pair{4, 3}}) {
+    SCOPED_TRACE(fmt::format("W{}A{}", w, a));
+    QatNet net = make_qat_net(graph_spec(), nn::UniformBits{w, a}, 32);
+    expect_exact(net, 33);
+  }
+}
+
+TEST(CompileRefuses, GraphNodesWithoutARuntimeOpNamingThem) {
+  for (const char* variant : {"relu6", "concat"}) {
+    QatNet net = make_qat_net(graph_spec(variant), nn::UniformBits{4, 4}, 34);
+    try {
+      testing::compile_net(net);
+      ADD_FAILURE() << variant << " compiled";
+    } catch (const ArgumentError& e) {
+      const std::string want = std::string(variant) == "relu6" ? "graph node 'relu1' (relu6)" : "graph node 'cat' (concat)";
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
+
 // ---- Ordinary (non-dyadic) parameters and other quantizer kinds.
 
 struct SchemeCase {
@@ -199,7 +281,11 @@ TEST_P(KindParity, TopOneAgreesAndLogitsStayClose) {
   const SchemeCase& c = GetParam();
   const nn::QuantScheme scheme = nn::parse_quant_scheme(c.scheme);
   nn::UniformBits bits{c.w, c.a, scheme.w_quant, scheme.a_quant};
+  // DSConv deploys with one block per output channel (export refuses more: DSConvExport below).
+  if (scheme.w_quant == quant::QuantizerKind::dsconv) bits.w_block = 1 << 20;
   QatNet net = make_qat_net("resnet8", bits, 21);
+  // INQ exports once every weight is frozen.
+  if (scheme.w_quant == quant::QuantizerKind::inq) nn::inq_freeze(*net.model, net.image(), 1.0);
   CompileReport report;
   const runtime::Model model = testing::compile_net(net, &report);
   for (const std::string& n : report.notes) std::cout << "  note: " << n << '\n';
@@ -218,8 +304,31 @@ INSTANTIATE_TEST_SUITE_P(
                       SchemeCase{"pact_dorefa_w2a2", "pact", 2, 2}, SchemeCase{"sawb_pact_w2a2", "sawb", 2, 2},
                       SchemeCase{"dorefa_w3a3", "dorefa", 3, 3}, SchemeCase{"symmetric_w4a4", "symmetric", 4, 4},
                       SchemeCase{"binary_a2", "binary", 1, 2}, SchemeCase{"ternary_a2", "ternary", 2, 2},
-                      SchemeCase{"pot_w4a4", "pot", 4, 4}),
+                      SchemeCase{"pot_w4a4", "pot", 4, 4}, SchemeCase{"syq_w1a2", "syq", 1, 2},
+                      SchemeCase{"syq_w2a2", "syq", 2, 2}, SchemeCase{"dsconv_w4a4", "dsconv", 4, 4},
+                      SchemeCase{"dsconv_w2a2", "dsconv", 2, 2}, SchemeCase{"inq_w3a4", "inq", 3, 4}),
     [](const ::testing::TestParamInfo<SchemeCase>& p) { return std::string(p.param.name); });
+
+TEST(DSConvExport, SeveralBlocksPerOutputChannelAreRefusedByName) {
+  nn::UniformBits bits{4, 4, quant::QuantizerKind::dsconv, quant::QuantizerKind::lsq};
+  bits.w_block = 8;  // resnet8's 16-channel layers get two blocks per output channel
+  QatNet net = make_qat_net("resnet8", bits, 23);
+  try {
+    testing::compile_net(net, nullptr);
+    ADD_FAILURE() << "expected the compiler to refuse a DSConv layer with several blocks per output channel";
+  } catch (const ArgumentError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("blocks per output channel"), std::string::npos) << m;
+    EXPECT_NE(m.find("dsconv"), std::string::npos) << m;
+  }
+}
+
+TEST(InqExport, RefusedUntilEveryWeightIsFrozen) {
+  nn::UniformBits bits{3, 4, quant::QuantizerKind::inq, quant::QuantizerKind::lsq};
+  QatNet net = make_qat_net("resnet8", bits, 24);
+  nn::inq_freeze(*net.model, net.image(), 0.875);
+  EXPECT_THROW(testing::compile_net(net, nullptr), ArgumentError);
+}
 
 // ---- Activation codes: the kernels' quantizer the compiler chose against quant's own.
 

@@ -46,20 +46,13 @@ inline std::vector<nn::QuantizerTransform*> all_quantizers(nn::Module& model, co
 // BatchNorm running statistics from training-mode passes of the float network and
 // quantizers calibrated (MSE) on random normal inputs.
 // `edit` may change the configuration (e.g. per-layer bits) before it is applied.
-inline QatNet make_qat_net(const std::string& arch, const nn::UniformBits& bits, uint64_t seed,
-                           nn::ShortcutOption shortcut = nn::ShortcutOption::A, int64_t width = 8,
+inline QatNet make_qat_net(const nn::ModelSpec& spec, const nn::UniformBits& bits, uint64_t seed,
                            const std::function<void(quant::BitConfig&)>& edit = {}) {
   QatNet net;
-  net.spec.arch = arch;
-  net.spec.in_channels = 3;
-  net.spec.image_height = net.spec.image_width = arch == "vgg-small" ? 16 : 12;
-  net.spec.num_classes = 5;
-  net.spec.shortcut = shortcut;
-  net.spec.width = width;
-  net.spec.seed = seed;
+  net.spec = spec;
   net.model = nn::make_model(net.spec);
   const Shape image = net.image();
-  net.config = nn::uniform_bit_config(*net.model, image, arch, bits);
+  net.config = nn::uniform_bit_config(*net.model, image, spec.arch, bits);
   if (edit) edit(net.config);
   nn::apply_bit_config(*net.model, image, net.config);
   Rng rng(seed * 7 + 1);
@@ -82,6 +75,21 @@ inline QatNet make_qat_net(const std::string& arch, const nn::UniformBits& bits,
   nn::calibrate_quantizers(*net.model, batches);
   net.model->forward(batches[0]);  // initializes whatever calibration left (weights of non-range kinds)
   return net;
+}
+
+// The same for a zoo architecture on 3-channel 12x12 images (16x16 for vgg-small), 5 classes.
+inline QatNet make_qat_net(const std::string& arch, const nn::UniformBits& bits, uint64_t seed,
+                           nn::ShortcutOption shortcut = nn::ShortcutOption::A, int64_t width = 8,
+                           const std::function<void(quant::BitConfig&)>& edit = {}) {
+  nn::ModelSpec spec;
+  spec.arch = arch;
+  spec.in_channels = 3;
+  spec.image_height = spec.image_width = arch == "vgg-small" ? 16 : 12;
+  spec.num_classes = 5;
+  spec.shortcut = shortcut;
+  spec.width = width;
+  spec.seed = seed;
+  return make_qat_net(spec, bits, seed, edit);
 }
 
 inline runtime::Model compile_net(QatNet& net, CompileReport* report = nullptr) {

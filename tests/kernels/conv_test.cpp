@@ -9,9 +9,12 @@
 //   * every (M, K) pair runs on three of those shapes (rotating, so each shape meets several
 //     pairs), alternating the weight encoding and with a rotating output kind (float, float +
 //     ReLU, requantized to K' = 1..8 bits with border 0 or 1): once on the dense path the cost
-//     model picks, once forced onto the bit-serial path and once onto the unpacked integer path;
+//     model picks, once forced onto the bit-serial path, once onto the unpacked integer path
+//     (both of the popcount family) and once onto the int8 family;
 //   * every shape runs at the corner pairs (1,1), (8,8), (1,8), (8,1), (2,3), both encodings,
-//     on both dense paths.
+//     on all three dense paths;
+//   * every (M, K) pair runs the int8 family with every code at the end of its range over more
+//     channel quads than its int16 lanes may hold, so any saturation or missed widening shows.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -74,6 +77,7 @@ struct BitRun {
   OutputKind output;
   int out_bits;
   int out_border;
+  KernelFamily family = KernelFamily::automatic;
 };
 
 // Runs one case on the active path and on the reference; returns a failure describing the
@@ -85,7 +89,7 @@ struct BitRun {
       testing::random_activations(rng, cc.batch, cc.channels, cc.height, cc.width, run.act_bits, border);
   WeightSpec spec{cc.out_channels, cc.channels, cc.kernel, cc.kernel, run.weight_bits, run.encoding, cc.depthwise};
   const PackedWeights weights = testing::random_weights(rng, spec);
-  const Conv2dParams params{cc.stride, cc.stride, cc.pad, cc.pad};
+  const Conv2dParams params{cc.stride, cc.stride, cc.pad, cc.pad, run.family};
   auto [scale, bias] = testing::random_scale_bias(rng, cc.out_channels, 4.0f / static_cast<float>(1 << (run.weight_bits + run.act_bits)));
   if (run.output == OutputKind::packed) {
     ActivationQuant out_q{run.out_bits, 0.7f, static_cast<int32_t>(rng.below(uint64_t{1} << run.out_bits)),
@@ -112,7 +116,7 @@ std::string describe(const ConvCase& cc, const BitRun& r) {
   std::ostringstream os;
   os << cc << " W" << r.weight_bits << "A" << r.act_bits << " " << encoding_name(r.encoding) << " output="
      << (r.output == OutputKind::packed ? "packed" : r.output == OutputKind::float_relu ? "float+relu" : "float")
-     << " out_bits=" << r.out_bits << " out_border=" << r.out_border;
+     << " out_bits=" << r.out_bits << " out_border=" << r.out_border << " family=" << kernel_family_name(r.family);
   return os.str();
 }
 
@@ -123,9 +127,10 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
   for (int m = 1; m <= 8; ++m)
     for (int k = 1; k <= 8; ++k) {
       const int idx = (m - 1) * 8 + (k - 1);
-      for (int variant = 0; variant < 3; ++variant) {
+      for (int variant = 0; variant < 4; ++variant) {
         // each pair runs once on the path the cost model picks and once forced onto each path
-        const auto dense = static_cast<DensePath>(variant);
+        // (variant 3: the int8 family)
+        const auto dense = variant == 3 ? DensePath::automatic : static_cast<DensePath>(variant);
         ScopedDensePath forced(dense);
         const ConvCase& cc = kCases[(idx * 5 + variant * 7) % kCaseCount];
         BitRun run;
@@ -135,6 +140,7 @@ TEST_P(ConvPaths, EveryBitPairOnCoveringShapes) {
         run.output = static_cast<OutputKind>((idx + variant) % 3);
         run.out_bits = 1 + (idx + 3 * variant) % 8;
         run.out_border = (idx / 3 + variant) % 2;
+        if (variant == 3) run.family = KernelFamily::int8;
         ASSERT_TRUE(check_case(cc, run, 1000 + static_cast<uint64_t>(idx * 2 + variant)))
             << describe(cc, run) << " dense path " << path_label(dense);
       }
@@ -164,12 +170,14 @@ TEST_P(ConvPaths, EveryShapeAtCornerBitPairs) {
   BITMIX_REQUIRE_PATH(GetParam());
   const std::pair<int, int> corners[] = {{1, 1}, {8, 8}, {1, 8}, {8, 1}, {2, 3}};
   int i = 0;
-  for (DensePath dense : {DensePath::bit_serial, DensePath::integer}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const DensePath dense = variant == 2 ? DensePath::automatic : variant == 0 ? DensePath::bit_serial : DensePath::integer;
+    const KernelFamily family = variant == 2 ? KernelFamily::int8 : KernelFamily::automatic;
     ScopedDensePath forced(dense);
     for (const ConvCase& cc : kCases)
       for (auto [m, k] : corners)
         for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
-          BitRun run{m, k, enc, static_cast<OutputKind>(i % 3), 1 + i % 3, i % 2};
+          BitRun run{m, k, enc, static_cast<OutputKind>(i % 3), 1 + i % 3, i % 2, family};
           ASSERT_TRUE(check_case(cc, run, 5000 + static_cast<uint64_t>(i)))
               << describe(cc, run) << " dense path " << path_label(dense);
           ++i;
@@ -185,21 +193,23 @@ TEST_P(ConvPaths, ResNetShapesManyTilesAndBlocks) {
                             {2, 32, 12, 12, 64, 1, 2, 0, false}};
   int i = 0;
   for (const ConvCase& cc : cases)
-    for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}, std::pair{8, 8}}) {
-      BitRun run{m, k, i % 2 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement,
-              static_cast<OutputKind>(i % 3), 1 + i % 4, 1};
-      ASSERT_TRUE(check_case(cc, run, 9000 + static_cast<uint64_t>(i))) << describe(cc, run);
-      ++i;
-    }
+    for (auto [m, k] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 3}, std::pair{8, 8}})
+      for (KernelFamily family : {KernelFamily::automatic, KernelFamily::popcount, KernelFamily::int8}) {
+        BitRun run{m, k, i % 2 ? WeightEncoding::odd_levels : WeightEncoding::twos_complement,
+                   static_cast<OutputKind>(i % 3), 1 + i % 4, 1, family};
+        ASSERT_TRUE(check_case(cc, run, 9000 + static_cast<uint64_t>(i))) << describe(cc, run);
+        ++i;
+      }
 }
 
 TEST_P(ConvPaths, ExtremeCodesAtTheAccumulatorLimit) {
   // 8-bit x 8-bit with 1820 channels x 3x3 = 16380 terms, just under the 16383-term limit, and
   // every code at the end of its range: the partial sums of every path come close to 2^31.
   BITMIX_REQUIRE_PATH(GetParam());
-  for (DensePath dense : {DensePath::bit_serial, DensePath::integer})
+  for (int variant = 0; variant < 3; ++variant)
   for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
-    ScopedDensePath forced(dense);
+    ScopedDensePath forced(variant == 0 ? DensePath::bit_serial : variant == 1 ? DensePath::integer : DensePath::automatic);
+    const KernelFamily family = variant == 2 ? KernelFamily::int8 : KernelFamily::automatic;
     const int64_t c = 1820;
     const int32_t extreme = enc == WeightEncoding::twos_complement ? -128 : -255;
     const std::vector<int32_t> codes(static_cast<std::size_t>(2 * c * 9), extreme);
@@ -209,11 +219,62 @@ TEST_P(ConvPaths, ExtremeCodesAtTheAccumulatorLimit) {
     const PackedActivations x = PackedActivations::from_codes(std::vector<uint8_t>(static_cast<std::size_t>(c * 9), 255), 1,
                                                               c, 3, 3, ActivationQuant{8, 1.0f, 0}, 0);
     Tensor fast, slow;
-    conv2d(x, w, Conv2dParams{}, Epilogue::identity(2), fast);
+    conv2d(x, w, Conv2dParams{1, 1, 0, 0, family}, Epilogue::identity(2), fast);
     reference::conv2d(x, w, Conv2dParams{}, Epilogue::identity(2), slow);
     EXPECT_TRUE(testing::same_bits(fast, slow));
     EXPECT_EQ(fast[0], static_cast<float>(int64_t{extreme} * 255 * c * 9));
   }
+}
+
+TEST_P(ConvPaths, Int8FamilyAtTheEndsOfEveryCodeRange) {
+  // Every (M, K) pair, every weight at one end of its range and every activation code at its
+  // maximum, over 300 channel quads: more than the AVX2 int16 lanes may sum for every pair
+  // below 3 + 3 bits, so a missing flush, a saturated VPMADDUBSW pair or a wrong nibble split
+  // changes the result. A zero point of 0 keeps the sums at their largest.
+  BITMIX_REQUIRE_PATH(GetParam());
+  const int64_t c = 1200;
+  for (int m = 1; m <= 8; ++m)
+    for (int k = 1; k <= 8; ++k)
+      for (WeightEncoding enc : {WeightEncoding::twos_complement, WeightEncoding::odd_levels}) {
+        const int32_t lo = enc == WeightEncoding::twos_complement ? -(1 << (m - 1)) : -((1 << m) - 1);
+        const int32_t hi = enc == WeightEncoding::twos_complement ? (1 << (m - 1)) - 1 : (1 << m) - 1;
+        // lanes 0..15: all lo, all hi, alternating; lanes past 16 (a second block): hi then lo
+        std::vector<int32_t> codes(static_cast<std::size_t>(20 * c));
+        for (int64_t oc = 0; oc < 20; ++oc)
+          for (int64_t ic = 0; ic < c; ++ic)
+            codes[static_cast<std::size_t>(oc * c + ic)] = oc % 3 == 0 ? lo : oc % 3 == 1 ? hi : (ic % 2 ? lo : hi);
+        const PackedWeights w = PackedWeights::pack(codes, {20, c, 1, 1, m, enc, false});
+        const uint8_t top = static_cast<uint8_t>((1 << k) - 1);
+        const PackedActivations x = PackedActivations::from_codes(std::vector<uint8_t>(static_cast<std::size_t>(2 * c * 3), top),
+                                                                  2, c, 1, 3, ActivationQuant{k, 1.0f, 0}, 0);
+        Tensor fast, slow;
+        conv2d(x, w, Conv2dParams{1, 1, 0, 0, KernelFamily::int8}, Epilogue::identity(20), fast);
+        reference::conv2d(x, w, Conv2dParams{}, Epilogue::identity(20), slow);
+        ASSERT_TRUE(testing::same_bits(fast, slow)) << "W" << m << "A" << k << " " << encoding_name(enc);
+        ASSERT_EQ(fast[0], static_cast<float>(int64_t{lo} * top * c)) << "W" << m << "A" << k;
+      }
+}
+
+TEST(KernelFamilies, NamesParseAndTheChooserNeverSaysAutomatic) {
+  for (const KernelFamilyInfo& f : kKernelFamilies) {
+    EXPECT_EQ(parse_kernel_family(f.name), f.family);
+    EXPECT_EQ(kernel_family_name(f.family), f.name);
+  }
+  EXPECT_EQ(parse_kernel_family("auto"), KernelFamily::automatic);
+  try {
+    parse_kernel_family("lut4", "BITMIX_KERNEL_FAMILY");
+    ADD_FAILURE() << "no error";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("BITMIX_KERNEL_FAMILY='lut4'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("popcount"), std::string::npos) << e.what();
+  }
+  for (int m = 1; m <= 8; ++m)
+    for (int k = 1; k <= 8; ++k) {
+      const KernelFamily dense = choose_kernel_family({16, 16, 3, 3, m, WeightEncoding::twos_complement, false}, k);
+      EXPECT_NE(dense, KernelFamily::automatic);
+      EXPECT_EQ(choose_kernel_family({16, 16, 3, 3, m, WeightEncoding::twos_complement, true}, k), KernelFamily::popcount);
+    }
+  EXPECT_THROW(choose_kernel_family({16, 16, 3, 3, 2, WeightEncoding::twos_complement, false}, 9), ArgumentError);
 }
 
 TEST_P(ConvPaths, ReusedPackedOutputGetsItsBorderBack) {

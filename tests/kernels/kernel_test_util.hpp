@@ -14,7 +14,7 @@
 namespace bitmix::kernels::testing {
 
 inline const std::vector<Isa>& all_paths() {
-  static const std::vector<Isa> paths{Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+  static const std::vector<Isa> paths{Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512vnni, Isa::neon};
   return paths;
 }
 

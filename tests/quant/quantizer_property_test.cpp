@@ -39,6 +39,7 @@ int64_t max_levels(const QuantizerSpec& spec) {
   switch (spec.kind) {
     case QuantizerKind::binary: return 2;
     case QuantizerKind::ternary: return 3;
+    case QuantizerKind::syq: return spec.bits == 1 ? 2 : 3;
     case QuantizerKind::pot: return 2 * ((int64_t{1} << (spec.bits - 1)) - 1) + 1;
     default: return int64_t{1} << spec.bits;
   }
@@ -112,10 +113,12 @@ TEST(QuantizerProperties, IdempotentWhenTheGridIsFixed) {
   // Q(Q(x)) = Q(x) holds for a fixed grid. It is checked with frozen state (calibrated ranges,
   // LSQ steps, PACT alpha, DoReFa's fixed activation grid) and for the data-dependent kinds whose
   // grid Q(x) reproduces (binary: mean|Q(x)| = alpha; ternary; power-of-two: max|Q(x)| is the top
-  // level). SAWB and DoReFa weights recompute a different grid from Q(x) by design.
+  // level; SYQ: a learned scale, and the dead zone of Q(x) keeps its zeros). SAWB, DSConv (a
+  // least-squares scale, recomputed in float) and DoReFa weights recompute a different grid from
+  // Q(x) by design.
   for (const QuantizerSpec& spec : testing::all_valid_specs(kChannels)) {
     const QuantizerKind k = spec.kind;
-    if (k == QuantizerKind::sawb || (k == QuantizerKind::dorefa && spec.role == Role::weight && spec.bits > 1)) continue;
+    if (k == QuantizerKind::sawb || k == QuantizerKind::dsconv || (k == QuantizerKind::dorefa && spec.role == Role::weight && spec.bits > 1)) continue;
     SCOPED_TRACE(describe(spec));
     Quantizer q(spec);
     const Tensor x = input_for(spec, 13);
@@ -163,7 +166,7 @@ TEST(QuantizerProperties, ErrorShrinksAsBitsGrow) {
       int previous_bits = 0;
       for (int bits = kMinBits; bits <= kMaxBits; ++bits) {
         QuantizerSpec spec = role == Role::weight ? weight_spec(kind, bits) : activation_spec(kind, bits);
-        if (kind == QuantizerKind::float_bypass || !check(spec).empty()) continue;
+        if (kind == QuantizerKind::float_bypass || kind == QuantizerKind::inq || !check(spec).empty()) continue;
         if (kind == QuantizerKind::dorefa && role == Role::weight && bits == 1) continue;  // a different family
         SCOPED_TRACE(describe(spec));
         Quantizer q(spec);
@@ -185,6 +188,7 @@ TEST(QuantizerProperties, PerChannelEqualsPerTensorOnEachChannel) {
   const int64_t per_channel = w.numel() / kChannels;
   for (const QuantizerSpec& spec : testing::all_valid_specs(kChannels)) {
     if (spec.granularity != Granularity::per_channel) continue;
+    if (spec.kind == QuantizerKind::dsconv) continue;  // per channel only (blocks within each channel)
     SCOPED_TRACE(describe(spec));
     Quantizer whole(spec);
     const Tensor y = whole.forward(w);

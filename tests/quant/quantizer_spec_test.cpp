@@ -28,7 +28,7 @@ void expect_argument_error(Fn&& fn, std::initializer_list<std::string> fragments
 
 TEST(QuantizerSpec, NamesRoundTrip) {
   for (QuantizerKind k : all_quantizer_kinds()) EXPECT_EQ(parse_quantizer_kind(to_string(k)), k);
-  EXPECT_EQ(all_quantizer_kinds().size(), 10u);
+  EXPECT_EQ(all_quantizer_kinds().size(), 13u);
   EXPECT_EQ(parse_quantizer_kind("float"), QuantizerKind::float_bypass);
   EXPECT_EQ(parse_role("activation"), Role::activation);
   EXPECT_EQ(parse_granularity("per_channel"), Granularity::per_channel);

@@ -2,7 +2,7 @@
 // CPU feature detection, done once, and the instruction-set cap.
 //
 // The library picks the best path the CPU supports among those compiled in, capped by
-// BITMIX_MAX_ISA=scalar|avx2|avx512|neon (or set_isa_cap()), so tests and benchmarks can run
+// BITMIX_MAX_ISA=scalar|avx2|avx512|avx512vnni|neon (or set_isa_cap()), so tests and benchmarks can run
 // every path on one machine. Kernel APIs never take an ISA: each part of the library with
 // per-ISA code chooses its function table once for the current cap and keeps it until the cap
 // changes, so these queries cost nothing on the hot path and never allocate (except
@@ -16,8 +16,10 @@
 
 namespace bitmix {
 
-// Ordered within an architecture: scalar < avx2 < avx512 on x86-64, scalar < neon on AArch64.
-enum class Isa { scalar, avx2, avx512, neon };
+// The levels of x86-64 are scalar < avx2 < avx512 < avx512vnni (AVX-512 plus the VNNI int8 dot
+// product), of AArch64 scalar < neon. The enumerators are not in that order (a new level is
+// appended, so stored values keep their meaning).
+enum class Isa { scalar, avx2, avx512, neon, avx512vnni };
 
 struct CpuFeatures {
   std::string model_name;  // e.g. "AMD EPYC 9R14" (empty when unknown)
@@ -42,7 +44,7 @@ struct CpuFeatures {
 const CpuFeatures& cpu_features();
 
 std::string_view isa_name(Isa isa);
-// Parses "scalar", "avx2", "avx512", "neon"; throws ArgumentError naming `what` and the
+// Parses "scalar", "avx2", "avx512", "avx512vnni", "neon"; throws ArgumentError naming `what` and the
 // accepted values otherwise.
 Isa parse_isa(std::string_view text, std::string_view what = "ISA");
 

@@ -14,6 +14,7 @@
 #include "bitmix/core/tensor.hpp"
 #include "bitmix/kernels/activations.hpp"
 #include "bitmix/kernels/epilogue.hpp"
+#include "bitmix/kernels/family.hpp"
 #include "bitmix/kernels/weights.hpp"
 
 namespace bitmix::kernels {
@@ -24,6 +25,8 @@ struct Conv2dParams {
   // Zero padding (real zeros: the zero-point code). Must not exceed the input's border.
   int pad_h = 0;
   int pad_w = 0;
+  // The kernel family (bitmix/kernels/family.hpp); every family gives identical results.
+  KernelFamily family = KernelFamily::automatic;
 };
 
 // floor((in + 2*pad - kernel) / stride) + 1; throws ShapeError if the window does not fit.
@@ -42,10 +45,11 @@ void conv2d(const PackedActivations& input, const PackedWeights& weights, const 
 
 // GEMM as a linear layer: out[n][m] = epilogue_m(sum_k W[m][k] * (x[n][k] - z)). `input` is
 // [N, K, 1, 1] (each row of the left operand is one image of K channels), `weights` a dense
-// 1x1 spec with in_channels = K. Float output [N, M].
-void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out);
+// 1x1 spec with in_channels = K. Float output [N, M]. `family` as Conv2dParams::family.
+void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out,
+          KernelFamily family = KernelFamily::automatic);
 // Requantized output [N, M, 1, 1].
 void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-          PackedActivations& out);
+          PackedActivations& out, KernelFamily family = KernelFamily::automatic);
 
 }  // namespace bitmix::kernels

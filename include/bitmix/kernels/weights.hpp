@@ -91,12 +91,16 @@ class PackedWeights {
   // int16 pairs [block][kh][kw][channel pair][16 lanes][2], zero past in_channels/out_channels.
   std::span<const int16_t> integer_pairs() const noexcept { return {integer_pairs_.data(), integer_pairs_.size()}; }
   int64_t channel_pairs() const noexcept { return (spec_.in_channels + 1) / 2; }
+  // Dense, for the int8 kernel family (derived, not serialized): int8_weight_value() of each code
+  // as quads [block][kh][kw][channel quad][16 lanes][4], zero past in_channels/out_channels.
+  std::span<const int8_t> int8_quads() const noexcept { return {int8_quads_.data(), int8_quads_.size()}; }
+  int64_t channel_quads() const noexcept { return (spec_.in_channels + 3) / 4; }
 
   // The word count a spec implies.
   static int64_t word_count(const WeightSpec& spec);
 
  private:
-  void derive();  // geometry, channel sums, depthwise taps, integer pairs
+  void derive();  // geometry, channel sums, depthwise taps, integer pairs, int8 quads
 
   WeightSpec spec_{};
   int64_t pixel_bits_ = 0, words_per_row_ = 0, lane_blocks_ = 0, block_words_ = 0;
@@ -104,6 +108,17 @@ class PackedWeights {
   std::vector<int64_t> channel_sums_;
   std::vector<int32_t> depthwise_taps_;
   AlignedVector<int16_t> integer_pairs_;
+  AlignedVector<int8_t> int8_quads_;
 };
+
+// The int8 family's byte for a weight code: the code itself, except for 8-bit odd levels, whose
+// range +-255 does not fit a signed byte: there w = 2 v + 1 is stored as v = (w - 1) / 2 in
+// [-128, 127], and the family adds up 2 * sum(v * code) + sum(code).
+constexpr bool int8_halves_weights(const WeightSpec& spec) noexcept {
+  return spec.encoding == WeightEncoding::odd_levels && spec.bits == 8;
+}
+constexpr int8_t int8_weight_value(int32_t code, const WeightSpec& spec) noexcept {
+  return static_cast<int8_t>(int8_halves_weights(spec) ? (code - 1) / 2 : code);
+}
 
 }  // namespace bitmix::kernels

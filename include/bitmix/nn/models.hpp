@@ -23,9 +23,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bitmix/nn/graph.hpp"
 #include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/module.hpp"
 
@@ -43,9 +45,13 @@ struct ModelSpec {
   int64_t width = 0;  // base width; 0 = the architecture's default (16 for ResNets, 64 for vgg-small)
   bool zero_init_residual = false;  // start every block's bn2 gamma at 0 (Goyal et al. 2017)
   uint64_t seed = 0;                // weight initialization
+  // arch "graph": the DAG of a graph model (an imported network); the image shape and class
+  // count above are its input and output. Empty for the zoo's architectures.
+  std::optional<GraphSpec> graph;
 };
 
-// "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg-small".
+// "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg-small" (the zoo; a spec
+// with arch "graph" and a GraphSpec builds a GraphModel).
 const std::vector<std::string>& model_names();
 // Builds a model with initialized weights; throws ArgumentError naming the bad field.
 std::unique_ptr<Module> make_model(const ModelSpec& spec);

@@ -32,6 +32,7 @@
 #include "bitmix/nn/module.hpp"
 #include "bitmix/quant/bit_config.hpp"
 #include "bitmix/quant/calibrator.hpp"
+#include "bitmix/quant/incremental.hpp"
 #include "bitmix/quant/quantizer.hpp"
 
 namespace bitmix::data {
@@ -114,6 +115,7 @@ struct UniformBits {
   // Per output channel by default: the bit-serial kernels apply one scale per output channel in
   // their epilogue anyway, and low-bit weights lose much less with a scale per channel.
   quant::Granularity w_granularity = quant::Granularity::per_channel;
+  int64_t w_block = quant::QuantizerSpec{}.block_size;  // DSConv weights: input channels per block
   quant::BitPolicy policy;
 };
 
@@ -229,9 +231,14 @@ struct QuantScheme {
   quant::QuantizerKind w_quant = quant::QuantizerKind::lsq;
   quant::QuantizerKind a_quant = quant::QuantizerKind::lsq;
 };
+// INQ (bitmix/quant/incremental.hpp) over a model: freezes `fraction` of every `inq` weight
+// quantizer's weights (ArgumentError naming the layer). Returns the sums over the layers.
+bool has_inq_quantizers(Module& model, const Shape& image_shape);
+quant::InqFreezeReport inq_freeze(Module& model, const Shape& image_shape, double fraction);
+
 // "lsq" (LSQ weights and activations), "pact" (DoReFa weights, PACT activations, as in the PACT
 // paper), "dorefa", "uniform", "symmetric" (both tensors), "sawb" (SAWB weights, PACT
-// activations, as in the SAWB paper), "pot", "binary", "ternary" (those weights, LSQ
+// activations, as in the SAWB paper), "pot", "binary", "ternary", "syq", "dsconv", "inq" (those weights, LSQ
 // activations), or an explicit "WEIGHT/ACTIVATION" pair ("sawb/lsq"). ArgumentError naming the
 // text and the accepted forms.
 QuantScheme parse_quant_scheme(std::string_view text);

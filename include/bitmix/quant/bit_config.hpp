@@ -41,6 +41,8 @@ struct LayerBits {
   QuantizerKind w_quant = QuantizerKind::lsq;
   QuantizerKind a_quant = QuantizerKind::lsq;
   Granularity w_granularity = Granularity::per_tensor;
+  // DSConv weights only: input channels per block ("w_block", written for dsconv layers only).
+  int64_t w_block = QuantizerSpec{}.block_size;
   std::optional<int64_t> macs;    // multiply-accumulates per example (written by the search)
   std::optional<int64_t> params;  // number of weights
 

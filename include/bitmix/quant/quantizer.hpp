@@ -4,7 +4,7 @@
 // parameters), and the exact integer export the deploy stage and the kernels consume.
 //
 // One interface serves every kind: uniform affine, symmetric, DoReFa, PACT, LSQ, SAWB,
-// power-of-two, binary, ternary and a float bypass; for weights (per tensor or per output
+// power-of-two, binary, ternary, SYQ, DSConv, INQ and a float bypass; for weights (per tensor or per output
 // channel, axis 0) and activations (per tensor). docs/quantization.md gives each kind's
 // forward, backward rule, export and constants.
 //
@@ -39,6 +39,9 @@ enum class QuantizerKind : uint8_t {
   pot,           // power-of-two weight levels (INQ-style)
   binary,        // weights sign(w) * mean|w|
   ternary,       // TWN weights {-a, 0, a}
+  syq,           // SYQ: binary/ternary weights with a learned symmetric scale per group
+  dsconv,        // DSConv: b-bit integer kernel with one scale per block of input channels
+  inq,           // INQ: a growing, frozen part of the weights on power-of-two levels (quant/incremental.hpp)
 };
 
 enum class Role : uint8_t { weight, activation };
@@ -56,7 +59,7 @@ inline constexpr int kMinBits = 1;
 inline constexpr int kMaxBits = 8;
 inline constexpr int kFloatBits = 32;  // the bitwidth a float_bypass quantizer reports
 
-std::string_view to_string(QuantizerKind kind) noexcept;  // "float", "uniform", ..., "ternary"
+std::string_view to_string(QuantizerKind kind) noexcept;  // "float", "uniform", ..., "inq"
 std::string_view to_string(Role role) noexcept;           // "weight", "activation"
 std::string_view to_string(Granularity granularity) noexcept;  // "per_tensor", "per_channel"
 std::string_view to_string(CodeEncoding encoding) noexcept;    // "unsigned", "twos_complement", "odd_levels"
@@ -81,6 +84,13 @@ struct QuantizerSpec {
   // Weight of a new batch in the moving average of the observed activation range (uniform and
   // symmetric activation quantizers), as in PyTorch's moving-average min-max observer.
   float ema_momentum = 0.01f;
+  // DSConv only: input channels (axis 1) per block; each output channel's kernel is split into
+  // blocks of this many input channels (times the kernel window), one scale each. A layer with
+  // at most this many input channels has one block per output channel.
+  int64_t block_size = 32;
+  // INQ only: elements of the weight (its per-element state is sized from it, so a checkpoint
+  // restores into a quantizer that has not seen the weight yet). 0: sized on the first call.
+  int64_t numel = 0;
 
   int64_t groups() const noexcept { return granularity == Granularity::per_channel ? channels : 1; }
 };

@@ -5,7 +5,7 @@
 // The layer is built into a small runtime Model (a quantize op, the layer, a cheap tail that
 // turns its output into logits) and run by a Session; the time is the Session's own timing of
 // the layer's op. So the table measures exactly the session's code path for that op: the
-// bit-serial kernel with its epilogue, or the float GEMM the session substitutes for a narrow
+// kernel family's convolution with its epilogue, or the float GEMM the session substitutes for a narrow
 // convolution read straight from a quantize op (FloatGemmPolicy), with the active ISA and
 // thread count. Residual additions, pooling and the quantize ops between blocks are not
 // per-layer choices and are not timed.
@@ -48,6 +48,9 @@ struct TimingOptions {
   uint64_t seed = 1;          // random weight codes and inputs
   // The policy of the sessions that will run the model (SessionOptions::float_gemm).
   FloatGemmPolicy float_gemm = FloatGemmPolicy::narrow_inputs;
+  // Their kernel family (SessionOptions::kernel_family): with `automatic` the layer runs the
+  // family those sessions would pick for it, so the table holds the time of what really runs.
+  kernels::KernelFamily kernel_family = kernels::KernelFamily::automatic;
 };
 
 // The median time of the layer at (w_bits, a_bits), in milliseconds. ArgumentError (naming the

@@ -24,6 +24,7 @@
 
 #include "bitmix/core/tensor.hpp"
 #include "bitmix/kernels/activations.hpp"
+#include "bitmix/kernels/family.hpp"
 #include "bitmix/runtime/model.hpp"
 
 namespace bitmix::runtime {
@@ -45,7 +46,19 @@ struct SessionOptions {
   // packed_value() (no buffer sharing; for tests and debugging).
   bool keep_values = false;
   FloatGemmPolicy float_gemm = FloatGemmPolicy::narrow_inputs;
+  // The kernel family of every convolution and linear layer (bitmix/kernels/family.hpp). With
+  // `automatic`, the environment variable BITMIX_KERNEL_FAMILY=popcount|int8|auto decides, and
+  // with it unset or "auto" each layer gets the family the cost model of the active ISA path
+  // picks for its shape and bits (kernels::choose_kernel_family). Chosen once, when the Session
+  // is built; the logits are identical with every family.
+  kernels::KernelFamily kernel_family = kernels::KernelFamily::automatic;
 };
+
+// The family a layer with these weights and activation bits runs under `options`, as the
+// Session constructor resolves it (see SessionOptions::kernel_family). ArgumentError naming
+// BITMIX_KERNEL_FAMILY if that holds an unknown name.
+kernels::KernelFamily resolve_kernel_family(const kernels::WeightSpec& weights, int activation_bits,
+                                            const SessionOptions& options);
 
 struct OpTiming {
   double last_seconds = 0.0;   // the last run
@@ -74,6 +87,9 @@ class Session {
   // skipped because its only consumers run that way (its timing is then 0).
   bool runs_as_float_gemm(std::size_t index) const;
   bool skips(std::size_t index) const;
+  // The kernel family op `index` runs (resolved at construction; `automatic` for ops that are
+  // not a convolution or linear layer, or that run as a float GEMM).
+  kernels::KernelFamily kernel_family(std::size_t index) const;
   // One per model op, in op order.
   std::span<const OpTiming> timings() const { return timings_; }
   double last_run_seconds() const { return last_run_seconds_; }
@@ -108,6 +124,7 @@ class Session {
   std::vector<ClampRange> clamp_;
   std::vector<std::unique_ptr<DenseConv>> dense_;  // per op, null unless it runs as a float GEMM
   std::vector<bool> skip_;                         // per op: a quantize op nobody needs
+  std::vector<kernels::KernelFamily> families_;    // per op: the family of a conv / linear op
   std::vector<OpTiming> timings_;
   double last_run_seconds_ = 0.0;
   bool has_run_ = false;

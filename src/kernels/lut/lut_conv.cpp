@@ -24,7 +24,7 @@ namespace {
 
 static_assert(kLutTilePixels == kTilePixels, "the table-lookup tiles are the driver's tiles");
 
-constinit bitmix::detail::IsaDispatch<LutTable> g_lut_tables{"kernels_lut", {
+constinit bitmix::detail::IsaDispatch<LutTable> g_lut_tables{"kernels.lut", {
 #if defined(BITMIX_HAVE_AVX2)
     {Isa::avx2, &kLutAvx2Table},
 #endif

@@ -1,0 +1,36 @@
+#pragma once
+// The driver's side of the kernel families (family.cpp, int8/int8_driver.cpp): the cost figures
+// that choose a family and the int8 family's operand preparation.
+
+#include <cstdint>
+
+#include "bitmix/kernels/activations.hpp"
+#include "bitmix/kernels/family.hpp"
+#include "bitmix/kernels/weights.hpp"
+#include "int8/int8_table.hpp"
+#include "kernel_table.hpp"
+
+namespace bitmix::kernels::detail {
+
+// Relative costs of one output pixel of one 16-lane block on each dense path, in the ISA's units
+// (KernelTable / Int8Table figures of the same ISA).
+struct DenseCosts {
+  int64_t bit_serial = 0;  // popcount family, bit planes
+  int64_t integer16 = 0;   // popcount family, unpacked int16 pairs
+  int64_t int8 = 0;        // int8 family
+};
+DenseCosts dense_costs(const WeightSpec& spec, int act_bits, const KernelTable& table, const Int8Table& int8);
+
+// The family `automatic` resolves to with these tables (depthwise: popcount).
+KernelFamily resolve_family(KernelFamily requested, const WeightSpec& spec, int act_bits, const KernelTable& table,
+                            const Int8Table& int8);
+
+// The int8 tile's arithmetic settings for a layer (int16_quads, split_nibbles, shift); the
+// pointers and geometry are left for the driver.
+Int8Tile int8_tile_settings(const WeightSpec& spec, int act_bits);
+
+// All codes of the stored input (border included) as uint8 [n][stored row][stored col][round_up(C, 4)],
+// channels past C zero; `codes` holds that many bytes.
+void unpack_codes8(const PackedActivations& input, const Int8Table& table, uint8_t* codes);
+
+}  // namespace bitmix::kernels::detail
