@@ -1,10 +1,11 @@
 #pragma once
-// Table-lookup convolution: a second dense kernel family beside the bit-serial one, for narrow
-// weights and activations on CPUs without a fast 8-bit dot product.
+// Table-lookup convolution: a dense kernel family beside those of family.hpp (popcount, int8),
+// for narrow weights and activations, fastest on CPUs without a fast 8-bit dot product (AVX2).
+// It keeps per-layer tables, so it is called with LutWeights rather than chosen by conv2d.
 //
 // For each output channel m and each group j of 4 consecutive input channels at one kernel
 // position (kh, kw), a 16-entry table T[m][j][idx] = sum over the set bits i of idx of
-// w[m][4 * (j mod C/4) + i][kh][kw] is built once from the weights (LutWeights, signed bytes).
+// w[m][4 * (j mod ceil(C/4)) + i][kh][kw] is built once from the weights (LutWeights, signed bytes).
 // At run time the index of a lookup is one 4-bit group of one activation bit plane; one byte
 // shuffle (AVX2 VPSHUFB) then does 4 one-bit-activation x M-bit-weight products for 32 lanes,
 // (pixel, plane) pairs. Byte sums are widened with the plane weights 2^k in one multiply-add,
