@@ -20,6 +20,7 @@
 #include "bitmix/core/rng.hpp"
 #include "bitmix/core/thread_pool.hpp"
 #include "bitmix/kernels.hpp"
+#include "lut_loops.hpp"
 
 #if defined(BITMIX_BENCH_ONEDNN)
 #include <oneapi/dnnl/dnnl.hpp>
@@ -298,6 +299,9 @@ void register_all() {
 
 int main(int argc, char** argv) {
   register_all();
+#if defined(BITMIX_BENCH_LUT_LOOPS)
+  bitmix::bench::register_lut_loop_benchmarks();
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("cpu", bitmix::cpu_summary());

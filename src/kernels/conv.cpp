@@ -171,7 +171,7 @@ struct OutputTarget {
 };
 
 void run_conv(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-              const ConvGeometry& g, const OutputTarget& target) {
+              const ConvGeometry& g, const OutputTarget& target, const ExternalDense* external) {
   const KernelTable& table = kernel_table();
   const WeightSpec& spec = weights.spec();
   const int64_t out_pixels_per_image = g.out_height * g.out_width;
@@ -188,17 +188,18 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   // (A forced dense path, the tests' hook into the popcount family, makes `automatic` popcount.)
   const KernelFamily requested =
       g.family == KernelFamily::automatic && dense_path() != DensePath::automatic ? KernelFamily::popcount : g.family;
-  const bool int8 = resolve_family(requested, spec, act_bits, table, int8_kernels) == KernelFamily::int8;
+  // An external family (the table-lookup kernels) replaces the dense tiles altogether.
+  const bool int8 = external == nullptr && resolve_family(requested, spec, act_bits, table, int8_kernels) == KernelFamily::int8;
   bool integer = false;
   const DenseCosts costs = spec.depthwise ? DenseCosts{} : dense_costs(spec, act_bits, table, int8_kernels);
-  if (!spec.depthwise && !int8) {
+  if (!spec.depthwise && !int8 && external == nullptr) {
     const DensePath path = dense_path();
     integer = path == DensePath::integer || (path == DensePath::automatic && costs.integer16 < costs.bit_serial);
   }
   // Window code sums S per output pixel: the bit-serial odd levels need -(2^M - 1) * S (their
   // planes count +-1 digits); the int8 family's halved 8-bit odd levels need +S
-  // (w = 2 v + 1); the int16 path multiplies the true weight values.
-  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise &&
+  // (w = 2 v + 1); the int16 path and an external family multiply the true weight values.
+  const bool odd = spec.encoding == WeightEncoding::odd_levels && !spec.depthwise && external == nullptr &&
                    (int8 ? int8_halves_weights(spec) : !integer);
 
   // lane offsets: -z * sum(w) per output channel (padding reads z, so this is exact everywhere)
@@ -283,7 +284,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
 
   // Threads only where each gets enough work to pay for the fork and join: a chunk of tiles
   // should cost at least kMinChunkCost units of the path's cost figures (about 8 us on AVX-512,
-  // whose units run at about 5 per ns), so a small layer at batch 1 stays on one thread.
+  // whose units run at about 5 per ns), so a small layer at batch 1 stays on one thread. (An
+  // external family counts as bit-serial, an upper bound for the table-lookup kernels.)
   constexpr int64_t kMinChunkCost = 40000;
   const int64_t pixel_cost = spec.depthwise ? g.kernel_h * g.kernel_w * table.integer_pair_cost
                              : int8         ? costs.int8
@@ -292,6 +294,10 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   const int64_t tile_cost = std::max<int64_t>(1, kTilePixels * blocks * pixel_cost);
   const int64_t grain = std::clamp<int64_t>(ceil_div(kMinChunkCost, tile_cost), 1, tiles);
   parallel_for(tiles, grain, [&](int64_t tile_begin, int64_t tile_end) {
+    thread_local AlignedVector<uint8_t> external_scratch;
+    if (external && static_cast<int64_t>(external_scratch.size()) < external->scratch_bytes)
+      external_scratch.resize(static_cast<std::size_t>(external->scratch_bytes));
+    uint8_t* family_scratch = external ? external_scratch.data() : nullptr;
     alignas(64) std::array<int64_t, kTilePixels> in_offsets{};
     alignas(64) std::array<int64_t, kTilePixels> out_offsets{};
     alignas(64) std::array<int32_t, kTilePixels> pixel_offsets{};
@@ -303,7 +309,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
       const int64_t p0 = tile * kTilePixels;
       const int pixels = static_cast<int>(std::min<int64_t>(kTilePixels, total_pixels - p0));
       walker.fill(p0, pixels, in_offsets.data(), out_offsets.data(), odd ? pixel_offsets.data() : nullptr,
-                  spec.depthwise || integer || int8 ? window_rows.data() : nullptr, window_cols.data());
+                  spec.depthwise || integer || int8 || external ? window_rows.data() : nullptr, window_cols.data());
       if (integer)
         for (int q = 0; q < pixels; ++q) in_offsets[q] = (window_rows[q] * sw + window_cols[q]) * c2;
       if (int8)
@@ -313,6 +319,7 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
         window_rows[q] = window_rows[pixels - 1];
         window_cols[q] = window_cols[pixels - 1];
       }
+      if (external) external->begin_tile(external->context, window_rows.data(), window_cols.data(), pixels, family_scratch);
       for (int64_t block = 0; block < blocks; ++block) {
         if (spec.depthwise) {
           DepthwiseTile t;
@@ -330,6 +337,8 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
           t.pixels = pixels;
           t.lanes = static_cast<int>(std::min<int64_t>(kLanes, g.out_channels - t.oc0));
           table.depthwise_tile(t, acc.data());
+        } else if (external) {
+          external->block(external->context, family_scratch, block, acc.data());
         } else if (int8) {
           if (block % kInt8MaxBlocks == 0) {
             Int8Tile t = int8_settings;
@@ -402,14 +411,51 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
 
 }  // namespace detail
 
-void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
-            const Epilogue& epilogue, Tensor& out) {
-  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, false, "conv2d");
+namespace detail {
+namespace {
+
+void conv2d_float(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                  const Epilogue& epilogue, Tensor& out, const ExternalDense* family) {
+  const ConvGeometry g = check_conv(input, weights, params, epilogue, false, "conv2d");
   const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
   if (out.shape() != shape) out = Tensor(shape);
-  detail::OutputTarget target;
+  OutputTarget target;
   target.out_float = out.data();
-  detail::run_conv(input, weights, epilogue, g, target);
+  run_conv(input, weights, epilogue, g, target, family);
+}
+
+void conv2d_packed(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                   const Epilogue& epilogue, PackedActivations& out, const ExternalDense* family) {
+  if (&out == &input) throw ArgumentError("conv2d: the packed output must not be the input");
+  const ConvGeometry g = check_conv(input, weights, params, epilogue, true, "conv2d");
+  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
+  if (out.empty() || out.shape() != shape || !(out.quant() == epilogue.out_quant()) ||
+      out.border() != epilogue.out_border())
+    out = PackedActivations(g.batch, g.out_channels, g.out_height, g.out_width, epilogue.out_quant(),
+                            epilogue.out_border());
+  else
+    out.fill_border();
+  OutputTarget target;
+  target.out_packed = &out;
+  run_conv(input, weights, epilogue, g, target, family);
+}
+
+}  // namespace
+
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, Tensor& out, const ExternalDense& family) {
+  conv2d_float(input, weights, params, epilogue, out, &family);
+}
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, PackedActivations& out, const ExternalDense& family) {
+  conv2d_packed(input, weights, params, epilogue, out, &family);
+}
+
+}  // namespace detail
+
+void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+            const Epilogue& epilogue, Tensor& out) {
+  detail::conv2d_float(input, weights, params, epilogue, out, nullptr);
 }
 
 Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
@@ -421,18 +467,7 @@ Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, cons
 
 void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
             const Epilogue& epilogue, PackedActivations& out) {
-  if (&out == &input) throw ArgumentError("conv2d: the packed output must not be the input");
-  const detail::ConvGeometry g = detail::check_conv(input, weights, params, epilogue, true, "conv2d");
-  const Shape shape{g.batch, g.out_channels, g.out_height, g.out_width};
-  if (out.empty() || out.shape() != shape || !(out.quant() == epilogue.out_quant()) ||
-      out.border() != epilogue.out_border())
-    out = PackedActivations(g.batch, g.out_channels, g.out_height, g.out_width, epilogue.out_quant(),
-                            epilogue.out_border());
-  else
-    out.fill_border();
-  detail::OutputTarget target;
-  target.out_packed = &out;
-  detail::run_conv(input, weights, epilogue, g, target);
+  detail::conv2d_packed(input, weights, params, epilogue, out, nullptr);
 }
 
 namespace {

@@ -36,4 +36,23 @@ enum class DensePath { automatic, bit_serial, integer };
 void set_dense_path(DensePath path);
 DensePath dense_path();
 
+// A dense kernel family outside this driver (the table-lookup kernels, lut/), run on the
+// driver's tiles, epilogue and threads. Per tile, begin_tile gets the window origin of every
+// tile pixel (n * stored_height + first stored row, first stored column; kTilePixels entries,
+// those past `pixels` repeating a valid one) and may fill `scratch` (scratch_bytes, per thread); then
+// block writes acc[q * 16 + l] for each 16-lane block: the exact sums of w * code, with no
+// zero-point or odd-level term (the driver adds -z * sum(w)).
+struct ExternalDense {
+  const void* context = nullptr;
+  int64_t scratch_bytes = 0;
+  void (*begin_tile)(const void* context, const int64_t* window_rows, const int64_t* window_cols, int pixels,
+                     uint8_t* scratch) = nullptr;
+  void (*block)(const void* context, const uint8_t* scratch, int64_t block, int32_t* acc) = nullptr;
+};
+// conv2d (conv.hpp) on such a family, after the same checks.
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, Tensor& out, const ExternalDense& family);
+void conv2d_external(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
+                     const Epilogue& epilogue, PackedActivations& out, const ExternalDense& family);
+
 }  // namespace bitmix::kernels::detail

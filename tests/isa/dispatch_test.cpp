@@ -16,6 +16,7 @@
 #include "core/sgemm_kernels.hpp"
 #include "kernels/int8/int8_table.hpp"
 #include "kernels/kernel_table.hpp"
+#include "kernels/lut/lut_table.hpp"
 #if defined(BITMIX_TEST_HAVE_QUANT)
 #include "quant/engine.hpp"
 #endif
@@ -76,6 +77,20 @@ const void* expected_int8(Isa isa) {
     default: return &kd::kInt8ScalarTable;
   }
 }
+// The table-lookup kernels have no AVX-512 table: the AVX-512 levels run their AVX2 one.
+const void* expected_lut(Isa isa) {
+  switch (isa) {
+#if defined(BITMIX_HAVE_AVX2)
+    case Isa::avx512vnni:
+    case Isa::avx512:
+    case Isa::avx2: return &kd::kLutAvx2Table;
+#endif
+#if defined(BITMIX_HAVE_NEON)
+    case Isa::neon: return &kd::kLutNeonTable;
+#endif
+    default: return &kd::kLutScalarTable;
+  }
+}
 const void* expected_sgemm(Isa isa) {
   switch (isa) {
 #if defined(BITMIX_HAVE_AVX512)
@@ -116,6 +131,7 @@ std::vector<Module> modules() {
   std::vector<Module> m = {
       {"kernels", [] { return static_cast<const void*>(&kd::kernel_table()); }, kd::kernel_dispatch, expected_kernels},
       {"kernels.int8", [] { return static_cast<const void*>(&kd::int8_table()); }, kd::int8_dispatch, expected_int8},
+      {"kernels.lut", [] { return static_cast<const void*>(&kd::lut_table()); }, kd::lut_dispatch, expected_lut},
       {"sgemm", [] { return static_cast<const void*>(&detail::sgemm_kernels()); }, detail::sgemm_dispatch,
        expected_sgemm},
   };
