@@ -2,7 +2,8 @@
 # The post-training allocation tables of docs/allocation.md, for one float checkpoint:
 #   1. PTQ accuracy of uniform / independent / hawq / clado at 5 weight-size budgets evenly
 #      spaced between uniform W3 and uniform W8 (candidates W 2,3,4,8, A 8), every configuration
-#      quantized by `bitmix quantize` with the same calibration set;
+#      quantized by `bitmix quantize` with the same calibration set, without and with bias
+#      correction;
 #   2. at the middle budget, 30 random configurations: measured loss increase vs the CLADO
 #      quadratic and the independent sum (Spearman);
 #   3. the activation calibrators (mse, percentile) and bias correction at uniform W4A8 / W8A4 / W3A8.
@@ -15,7 +16,7 @@
 # One CLADO measurement (OUT/clado-cache.txt) serves every budget and the independent allocator;
 # one HAWQ measurement (OUT/hawq-cache.json) every budget.
 set -euo pipefail
-[[ $# -eq 2 ]] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
 float=$1 out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 bitmix=${BITMIX:-$root/build/bin/bitmix}
@@ -35,10 +36,12 @@ lo=$(kib "$out/uniform-w3") hi=$(kib "$out/uniform-w8")
 budgets=$(python3 -c "lo,hi=$lo,$hi; print(' '.join(f'{lo+(hi-lo)*k/6:.3f}' for k in range(1,6)))")
 echo "size budgets (KiB) between uniform W3 ($lo) and W8 ($hi): $budgets"
 
-quantize() {  # DIR [extra quantize flags]: PTQ of DIR/bits.json into DIR/ptq
-  local dir=$1; shift
+quantize() {  # DIR: PTQ of DIR/bits.json into DIR/ptq, and with bias correction into DIR/ptq-bc
+  local dir=$1
   [[ -f $dir/ptq/summary.json ]] || "$bitmix" quantize "${common[@]}" --init "$float" --bits "$dir/bits.json" \
-    --calib-images "$calib" --test-subset "$test_images" "$@" --out "$dir/ptq" > /dev/null
+    --calib-images "$calib" --test-subset "$test_images" --out "$dir/ptq" > /dev/null
+  [[ -f $dir/ptq-bc/summary.json ]] || "$bitmix" quantize "${common[@]}" --init "$float" --bits "$dir/bits.json" \
+    --calib-images "$calib" --test-subset "$test_images" --bias-correction --out "$dir/ptq-bc" > /dev/null
 }
 
 k=0
@@ -80,6 +83,13 @@ for k, b in enumerate(budgets, 1):
     for m in ["uniform", "independent", "hawq", "clado"]:
         a = load(f"{out}/b{k}-{m}/summary.json"); q = load(f"{out}/b{k}-{m}/ptq/summary.json")
         cells.append(f"{100*q['test_accuracy']:.2f} ({a['weight_kib']:.1f})")
+    print(f"| {b} | " + " | ".join(cells) + " |")
+print("\nthe same configurations, PTQ with bias correction:")
+print("\n| size budget (KiB) | uniform | independent | hawq | clado |")
+print("|---|---|---|---|---|")
+for k, b in enumerate(budgets, 1):
+    cells = [f"{100*load(f'{out}/b{k}-{m}/ptq-bc/summary.json')['test_accuracy']:.2f}"
+             for m in ["uniform", "independent", "hawq", "clado"]]
     print(f"| {b} | " + " | ".join(cells) + " |")
 f = load(f"{out}/b1-clado/ptq/summary.json")
 print(f"\nfloat test accuracy {100*f['float_test_accuracy']:.2f}% on {f['test_images']} images")
