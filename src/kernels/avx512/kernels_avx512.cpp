@@ -191,6 +191,38 @@ inline void store_planes(const EpilogueTile& e, int q, __m512i codes, __mmask16 
   }
 }
 
+// store_planes() for the four pixels q .. q + 3 at once. Their codes, narrowed to bytes, fill one
+// register, so one VPTESTMB per plane yields the plane bits of all four pixels (pixel i in mask
+// bits 16i .. 16i + 15), and the mask leaves through a general register instead of one KMOVW
+// store per pixel and plane (the bound of the requantizing epilogue: KMOV to memory is slow).
+// When the four destinations are consecutive 2-byte slots of one row (a 16-channel tensor),
+// each plane is a single 8-byte store. The bytes written are exactly store_planes()'s.
+inline void store_planes4(const EpilogueTile& e, int q, const __m512i* codes, __mmask64 valid4) {
+  const __m256i lo = _mm256_set_m128i(_mm512_cvtepi32_epi8(codes[1]), _mm512_cvtepi32_epi8(codes[0]));
+  const __m256i hi = _mm256_set_m128i(_mm512_cvtepi32_epi8(codes[3]), _mm512_cvtepi32_epi8(codes[2]));
+  const __m512i bytes = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  const int64_t* off = e.out_offsets + q;
+  uint8_t* dst = e.out_packed + off[0];
+  const bool wide = e.lanes > 8;
+  const bool contiguous = wide && off[1] == off[0] + 2 && off[2] == off[0] + 4 && off[3] == off[0] + 6;
+  const int bits = e.out_quant.bits;
+  for (int j = 0; j < bits; ++j) {
+    const uint64_t m = _mm512_mask_test_epi8_mask(valid4, bytes, _mm512_set1_epi8(static_cast<char>(1 << j)));
+    if (contiguous) {
+      std::memcpy(dst + j * e.plane_stride, &m, 8);
+      continue;
+    }
+    for (int i = 0; i < 4; ++i) {
+      uint8_t* d = e.out_packed + off[i] + j * e.plane_stride;
+      const auto v = static_cast<uint16_t>(m >> (16 * i));
+      if (wide)
+        std::memcpy(d, &v, 2);
+      else
+        d[0] = static_cast<uint8_t>(v);
+    }
+  }
+}
+
 void epilogue_tile(const EpilogueTile& tile) {
   // A local copy: the byte stores below may alias anything reachable through a pointer, which
   // would make the compiler reload every field of the caller's struct after each store.
@@ -278,12 +310,18 @@ void epilogue_tile(const EpilogueTile& tile) {
   const __m512 out_scale = _mm512_set1_ps(e.out_quant.reciprocal ? 1.0f / e.out_quant.scale : e.out_quant.scale);
   const __m512 zero_point = _mm512_set1_ps(static_cast<float>(e.out_quant.zero_point));
   const __m512 top = _mm512_set1_ps(static_cast<float>(scalar::max_code(e.out_quant)));
-  for (int q = 0; q < e.pixels; ++q) {
+  auto codes_at = [&](int q) {
     __m512i a = _mm512_add_epi32(_mm512_load_si512(e.acc + q * kLanes), lane_offset);
     if (e.pixel_offset) a = _mm512_add_epi32(a, _mm512_set1_epi32(e.pixel_offset[q]));
-    const __m512 y = epilogue_values(e, a, scale, bias);
-    store_planes(e, q, quantize_codes(y, out_scale, e.out_quant.reciprocal, zero_point, top), valid);
+    return quantize_codes(epilogue_values(e, a, scale, bias), out_scale, e.out_quant.reciprocal, zero_point, top);
+  };
+  const __mmask64 valid4 = static_cast<__mmask64>(uint64_t{valid} * 0x0001000100010001ull);
+  int q = 0;
+  for (; q + 4 <= e.pixels; q += 4) {
+    const __m512i codes[4] = {codes_at(q), codes_at(q + 1), codes_at(q + 2), codes_at(q + 3)};
+    store_planes4(e, q, codes, valid4);
   }
+  for (; q < e.pixels; ++q) store_planes(e, q, codes_at(q), valid);
 }
 
 // ---------------------------------------------------------------------------------------------
