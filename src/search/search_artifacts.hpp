@@ -22,6 +22,15 @@ std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candid
                           const std::vector<StrengthRecord>& records, const CostModel& cost_model);
 std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
                           const std::vector<StrengthRecord>& records);
+// AdaQAT: the relaxed and rounded bits of every layer per epoch.
+struct RelaxedBitsRecord {
+  int epoch;
+  std::vector<double> w, a;
+  std::vector<LayerBits> bits;
+  double cost;
+};
+std::string relaxed_bits_csv(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records);
+std::string relaxed_bits_svg(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records);
 std::string bits_svg(const quant::BitConfig& config, const std::string& title);
 
 }  // namespace bitmix::search::detail
