@@ -106,8 +106,11 @@ int run_search_command(int argc, char** argv) {
   options.adaqat.init_bits = args.get_double("adaqat-init", options.adaqat.min_bits, 8.0);
   options.adaqat.bit_lr = args.get_double("bit-lr", 1e-9, 10.0);
   options.adaqat.every = static_cast<int>(args.get_int("adaqat-every", 1, 1000000));
-  if (options.method == search::SearchMethod::adaqat && (options.gumbel || options.bilevel))
-    throw UsageError("--gumbel and --bilevel apply to --method ebs/dnas, not adaqat");
+  if (options.method == search::SearchMethod::adaqat)
+    for (const char* flag : {"gumbel", "bilevel", "wbits", "abits", "strength-lr", "tau-start", "tau-end", "holdout"})
+      if (args.given(flag))
+        throw UsageError(fmt::format("--{} applies to --method ebs/dnas, not adaqat (its bits range over "
+                                     "--adaqat-min-bits..8)", flag));
   options.out_dir = args.get_string("out");
 
   data::DataSpec data_spec;
