@@ -20,6 +20,7 @@
 
 namespace bitmix::search {
 namespace fs = std::filesystem;
+using detail::human_cost;
 using detail::StrengthRecord;
 using json = nlohmann::ordered_json;
 
@@ -127,15 +128,6 @@ nn::Checkpoint finetune_checkpoint(nn::Module& model, const std::vector<Searched
     }
   }
   return ck;
-}
-
-std::string human_cost(CostKind kind, double value) {
-  switch (kind) {
-    case CostKind::bitops: return fmt::format("{:.4g} GBitOPs", value / 1e9);
-    case CostKind::size: return fmt::format("{:.4g} KiB", value / 8.0 / 1024.0);
-    case CostKind::latency: return fmt::format("{:.4g} ms", value);
-  }
-  return "?";
 }
 
 }  // namespace

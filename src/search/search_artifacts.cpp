@@ -8,6 +8,15 @@
 
 namespace bitmix::search::detail {
 
+std::string human_cost(CostKind kind, double value) {
+  switch (kind) {
+    case CostKind::bitops: return fmt::format("{:.4g} GBitOPs", value / 1e9);
+    case CostKind::size: return fmt::format("{:.4g} KiB", value / 8.0 / 1024.0);
+    case CostKind::latency: return fmt::format("{:.4g} ms", value);
+  }
+  return "?";
+}
+
 std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
                           const std::vector<StrengthRecord>& records, const CostModel& cost_model) {
   std::string csv = "epoch,layer,pinned";

@@ -11,6 +11,9 @@
 
 namespace bitmix::search::detail {
 
+// "0.1234 GBitOPs", "12.3 KiB" or "1.23 ms" for a cost of that kind.
+std::string human_cost(CostKind kind, double value);
+
 // Probability rows of one epoch, for strengths.csv and strengths.svg.
 struct StrengthRecord {
   int epoch;
