@@ -27,7 +27,10 @@ int run_search_command(int argc, char** argv) {
   add_data_subset_options(args);
   add_model_options(args);
   args.option("init", "CKPT", "float checkpoint to start from (bitmix train); without it the search starts from random weights", "");
-  args.choice("method", {"ebs", "dnas"}, "EBS (shared meta weights) or the DNAS baseline (a weight copy and a convolution per candidate pair)", "ebs");
+  args.choice("method", {"ebs", "dnas", "adaqat"},
+              "EBS (shared meta weights), the DNAS baseline (a weight copy and a convolution per candidate pair) or "
+              "AdaQAT (a relaxed bitwidth per layer, stepped by finite differences of the loss)",
+              "ebs");
   args.option("wbits", "LIST", "candidate weight bitwidths", "2,3,4,5");
   args.option("abits", "LIST", "candidate activation bitwidths", "2,3,4,5");
   args.option("wquant", "KIND", "weight quantizer of every candidate", "lsq");
@@ -42,6 +45,10 @@ int run_search_command(int argc, char** argv) {
   args.option("tau-end", "T", "Gumbel-softmax: final temperature", "0.5");
   args.flag("bilevel", "first-order bilevel: step the strengths on a held-out part of the training set");
   args.option("holdout", "F", "bilevel: fraction of the training set held out", "0.1");
+  args.option("adaqat-init", "B", "adaqat: initial relaxed bitwidth of every searched weight and activation", "8");
+  args.option("adaqat-min-bits", "B", "adaqat: lowest bitwidth (the highest is 8)", "2");
+  args.option("bit-lr", "LR", "adaqat: Adam step size of the relaxed bitwidths", "0.05");
+  args.option("adaqat-every", "N", "adaqat: update the bitwidths every N training steps", "1");
   args.flag("no-fill", "do not spend budget left over after the argmax selection");
   args.option("resume", "CKPT",
               "continue an interrupted search from its DIR/supernet/model.ckpt (same options; SIGINT or SIGTERM stop a "
@@ -67,6 +74,15 @@ int run_search_command(int argc, char** argv) {
   options.bilevel = args.get_flag("bilevel");
   options.holdout_fraction = args.get_double("holdout", 1e-6, 0.999);
   options.fill = !args.get_flag("no-fill");
+  options.adaqat.min_bits = static_cast<int>(args.get_int("adaqat-min-bits", 1, 7));
+  options.adaqat.init_bits = args.get_double("adaqat-init", options.adaqat.min_bits, 8.0);
+  options.adaqat.bit_lr = args.get_double("bit-lr", 1e-9, 10.0);
+  options.adaqat.every = static_cast<int>(args.get_int("adaqat-every", 1, 1000000));
+  if (options.method == search::SearchMethod::adaqat)
+    for (const char* flag : {"gumbel", "bilevel", "wbits", "abits", "strength-lr", "tau-start", "tau-end", "holdout"})
+      if (args.given(flag))
+        throw UsageError(fmt::format("--{} applies to --method ebs/dnas, not adaqat (its bits range over "
+                                     "--adaqat-min-bits..8)", flag));
   options.out_dir = args.get_string("out");
   options.resume = args.get_string("resume");
 
@@ -79,6 +95,13 @@ int run_search_command(int argc, char** argv) {
   options.model_name = ms.arch;
   std::unique_ptr<nn::Module> model = nn::make_model(ms);
   const std::string init = args.get_string("init");
+  if (options.method == search::SearchMethod::adaqat) {
+    options.candidates = {{}, {}};
+    for (int b = options.adaqat.min_bits; b <= options.adaqat.max_bits; ++b) {
+      options.candidates.w_bits.push_back(b);
+      options.candidates.a_bits.push_back(b);
+    }
+  }
   if (!init.empty()) {
     // The search trains the weights further: on inputs normalized as they were trained on.
     nn::MetadataReadOptions read_options;
@@ -121,7 +144,7 @@ int run_search_command(int argc, char** argv) {
 }
 
 const bool registered = register_command(
-    {"search", "search a bitwidth per layer under a BitOPs/size/latency budget (EBS or DNAS)", run_search_command});
+    {"search", "search a bitwidth per layer under a BitOPs/size/latency budget (EBS, DNAS or AdaQAT)", run_search_command});
 
 }  // namespace
 }  // namespace bitmix::cli

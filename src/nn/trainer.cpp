@@ -244,6 +244,7 @@ EpochStats Trainer::train_epoch() {
     }
     if (step_hook_) step_hook_(step_);
     train_loader_->fill_batch(b, batch);
+    current_batch_ = &batch;
     const int64_t n = static_cast<int64_t>(batch.labels.size());
     optimizer_->zero_grad();
     for (ParameterGroup& g : groups_) g.optimizer->zero_grad();
@@ -254,6 +255,7 @@ EpochStats Trainer::train_epoch() {
       model_.backward(grad_logits);
       if (extra_loss_) extra = extra_loss_();
     }
+    current_batch_ = nullptr;
     if (!std::isfinite(ce.loss) || !std::isfinite(extra)) {
       if (progress) progress->finish("stopped");
       const std::filesystem::path ckpt = options_.out_dir.empty() ? std::filesystem::path() : options_.out_dir / "model.ckpt";

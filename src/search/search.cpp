@@ -12,6 +12,7 @@
 #include "bitmix/support/resources.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/nn/checkpoint.hpp"
+#include "bitmix/search/adaqat.hpp"
 #include "bitmix/search/dnas.hpp"
 #include "bitmix/nn/layers.hpp"
 #include "bitmix/nn/optimizer.hpp"
@@ -19,16 +20,20 @@
 
 namespace bitmix::search {
 namespace fs = std::filesystem;
+using detail::human_cost;
 using detail::StrengthRecord;
 using json = nlohmann::ordered_json;
 
 SearchMethod parse_search_method(std::string_view text) {
   if (text == "ebs") return SearchMethod::ebs;
   if (text == "dnas") return SearchMethod::dnas;
-  throw ArgumentError(fmt::format("--method '{}': expected ebs or dnas", text));
+  if (text == "adaqat") return SearchMethod::adaqat;
+  throw ArgumentError(fmt::format("--method '{}': expected ebs, dnas or adaqat", text));
 }
 
-std::string_view search_method_name(SearchMethod method) { return method == SearchMethod::ebs ? "ebs" : "dnas"; }
+std::string_view search_method_name(SearchMethod method) {
+  return method == SearchMethod::ebs ? "ebs" : method == SearchMethod::dnas ? "dnas" : "adaqat";
+}
 
 namespace {
 
@@ -125,15 +130,6 @@ nn::Checkpoint finetune_checkpoint(nn::Module& model, const std::vector<Searched
   return ck;
 }
 
-std::string human_cost(CostKind kind, double value) {
-  switch (kind) {
-    case CostKind::bitops: return fmt::format("{:.4g} GBitOPs", value / 1e9);
-    case CostKind::size: return fmt::format("{:.4g} KiB", value / 8.0 / 1024.0);
-    case CostKind::latency: return fmt::format("{:.4g} ms", value);
-  }
-  return "?";
-}
-
 }  // namespace
 
 const std::vector<int>& SearchedLayer::w_bits() const { return dnas != nullptr ? dnas->w_bits() : weights->bits(); }
@@ -218,8 +214,25 @@ std::vector<LayerProbabilities> layer_probabilities(const std::vector<SearchedLa
   return result;
 }
 
-SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& options,
+SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, const SearchOptions& requested,
                         const nn::RunMetadata& run) {
+  const bool adaqat = requested.method == SearchMethod::adaqat;
+  SearchOptions options = requested;
+  if (adaqat) {
+    if (options.gumbel || options.bilevel)
+      throw ArgumentError("--gumbel and --bilevel apply to --method ebs/dnas (AdaQAT has no strengths)");
+    // The relaxed bitwidths and their Adam state are not in the supernet checkpoint, so a resumed
+    // AdaQAT search could not continue bit-exactly: refuse it rather than restart them silently.
+    if (!options.resume.empty())
+      throw ArgumentError("--resume applies to --method ebs/dnas (an AdaQAT search keeps its relaxed bitwidths "
+                          "only in memory; rerun it from --init)");
+    // AdaQAT's rounded bits may take any value of its range: every one is a mixture candidate.
+    options.candidates = {{}, {}};
+    for (int b = options.adaqat.min_bits; b <= options.adaqat.max_bits; ++b) {
+      options.candidates.w_bits.push_back(b);
+      options.candidates.a_bits.push_back(b);
+    }
+  }
   if (options.method == SearchMethod::dnas && options.gumbel)
     throw ArgumentError("--gumbel applies to --method ebs only (the DNAS baseline uses a plain softmax)");
   if (options.out_dir.empty()) throw ArgumentError("the search needs an output directory (--out)");
@@ -351,7 +364,18 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
     if (options.gumbel) gumbel_rng = gumbel_streams.fork(static_cast<uint64_t>(step));
   });
   int holdout_epoch = -1;
-  trainer.set_extra_loss([&]() -> double {
+  std::unique_ptr<AdaQat> ada;
+  if (adaqat) {
+    // The relaxed bits replace the strengths (which stay one-hot, their gradients unused).
+    ada = std::make_unique<AdaQat>(layers, cost_model, budget.value, options.penalty_weight, options.adaqat);
+    trainer.set_extra_loss([&]() -> double {
+      for (const NamedParameter& p : strengths) p.parameter->grad.zero();
+      const int64_t step = trainer.steps_done();
+      const data::Batch* batch = trainer.current_batch();
+      if (step < warmup_steps || step % options.adaqat.every != 0 || batch == nullptr) return ada->penalty().value;
+      return ada->step(model, *batch, train_options.label_smoothing);
+    });
+  } else trainer.set_extra_loss([&]() -> double {
     const int64_t step = trainer.steps_done();
     if (step < warmup_steps) {
       for (const NamedParameter& p : strengths) p.parameter->grad.zero();
@@ -394,12 +418,16 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   });
 
   std::vector<StrengthRecord> records;
+  std::vector<detail::RelaxedBitsRecord> relaxed;
   auto record = [&](int epoch) {
     const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
     records.push_back({epoch, probs, expected_cost(cost_model, options.candidates, probs).value});
     write_file_atomic(options.out_dir / "strengths.csv",
                       detail::strengths_csv(layers, options.candidates, records, cost_model));
     write_file_atomic(train_options.out_dir / "strengths.json", detail::strength_records_json(records));
+    if (!ada) return;
+    relaxed.push_back({epoch, ada->relaxed_w(), ada->relaxed_a(), ada->bits(), cost_model.total(ada->bits())});
+    write_file_atomic(options.out_dir / "relaxed_bits.csv", detail::relaxed_bits_csv(layers, relaxed));
   };
   if (options.resume.empty()) {
     record(0);
@@ -424,7 +452,7 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   result.budget = budget;
 
   // Selection and artifacts.
-  const std::vector<LayerProbabilities> probs = layer_probabilities(layers);
+  const std::vector<LayerProbabilities> probs = ada ? ada->selection_probabilities() : layer_probabilities(layers);
   result.selection = select_bits(cost_model, options.candidates, probs, budget.value, SelectionOptions{options.fill});
   quant::BitConfig& config = result.config;
   config.model = options.model_name;
@@ -459,7 +487,10 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
   write_file_atomic(options.out_dir / "bits.svg",
                     detail::bits_svg(config, fmt::format("{}: bits per layer ({} budget {})", options.model_name,
                                                  search_method_name(options.method), options.budget.describe())));
-  write_file_atomic(options.out_dir / "strengths.svg", detail::strengths_svg(layers, options.candidates, records));
+  if (ada)
+    write_file_atomic(options.out_dir / "relaxed_bits.svg", detail::relaxed_bits_svg(layers, relaxed));
+  else
+    write_file_atomic(options.out_dir / "strengths.svg", detail::strengths_svg(layers, options.candidates, records));
 
   result.seconds = watch.seconds();
   result.peak_rss_bytes = peak_rss_bytes();
@@ -481,6 +512,10 @@ SearchResult run_search(nn::Module& model, const data::DatasetSplits& data, cons
       {"strength_lr", options.strength_lr},
       {"gumbel", options.gumbel},
       {"bilevel", options.bilevel},
+      {"adaqat", adaqat ? json{{"init_bits", options.adaqat.init_bits}, {"min_bits", options.adaqat.min_bits},
+                               {"max_bits", options.adaqat.max_bits}, {"bit_lr", options.adaqat.bit_lr},
+                               {"every", options.adaqat.every}}
+                        : json(nullptr)},
       {"epochs", train_options.epochs},
       {"seconds", result.seconds},
       {"peak_rss_bytes", result.peak_rss_bytes},

@@ -13,6 +13,15 @@
 
 namespace bitmix::search::detail {
 
+std::string human_cost(CostKind kind, double value) {
+  switch (kind) {
+    case CostKind::bitops: return fmt::format("{:.4g} GBitOPs", value / 1e9);
+    case CostKind::size: return fmt::format("{:.4g} KiB", value / 8.0 / 1024.0);
+    case CostKind::latency: return fmt::format("{:.4g} ms", value);
+  }
+  return "?";
+}
+
 std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
                           const std::vector<StrengthRecord>& records, const CostModel& cost_model) {
   std::string csv = "epoch,layer,pinned";
@@ -86,6 +95,38 @@ std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candid
       for (std::size_t j = 0; j < r.probabilities[l].a.size(); ++j) ea += r.probabilities[l].a[j] * candidates.a_bits[j];
       ws.values.push_back(ew);
       as.values.push_back(ea);
+    }
+    w_chart.series.push_back(std::move(ws));
+    a_chart.series.push_back(std::move(as));
+  }
+  return stack_svgs({render_svg(w_chart), render_svg(a_chart)});
+}
+
+std::string relaxed_bits_csv(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records) {
+  std::string csv = "epoch,layer,pinned,relaxed_w_bits,relaxed_a_bits,w_bits,a_bits,total_cost\n";
+  for (const RelaxedBitsRecord& r : records)
+    for (std::size_t l = 0; l < layers.size(); ++l)
+      csv += fmt::format("{},{},{},{:.4f},{:.4f},{},{},{:.6g}\n", r.epoch, layers[l].info.name, layers[l].pinned ? 1 : 0,
+                         r.w[l], r.a[l], r.bits[l].w_bits, r.bits[l].a_bits, r.cost);
+  return csv;
+}
+
+std::string relaxed_bits_svg(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records) {
+  LineChart w_chart, a_chart;
+  w_chart.title = "relaxed weight bits per layer (AdaQAT)";
+  a_chart.title = "relaxed activation bits per layer (AdaQAT)";
+  w_chart.x_label = a_chart.x_label = "epoch";
+  w_chart.y_label = a_chart.y_label = "bits";
+  for (const RelaxedBitsRecord& r : records) {
+    w_chart.x.push_back(r.epoch);
+    a_chart.x.push_back(r.epoch);
+  }
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    if (layers[l].pinned) continue;
+    PlotSeries ws{layers[l].info.name, {}}, as{layers[l].info.name, {}};
+    for (const RelaxedBitsRecord& r : records) {
+      ws.values.push_back(r.w[l]);
+      as.values.push_back(r.a[l]);
     }
     w_chart.series.push_back(std::move(ws));
     a_chart.series.push_back(std::move(as));

@@ -12,6 +12,9 @@
 
 namespace bitmix::search::detail {
 
+// "0.1234 GBitOPs", "12.3 KiB" or "1.23 ms" for a cost of that kind.
+std::string human_cost(CostKind kind, double value);
+
 // Probability rows of one epoch, for strengths.csv and strengths.svg.
 struct StrengthRecord {
   int epoch;
@@ -23,6 +26,15 @@ std::string strengths_csv(const std::vector<SearchedLayer>& layers, const Candid
                           const std::vector<StrengthRecord>& records, const CostModel& cost_model);
 std::string strengths_svg(const std::vector<SearchedLayer>& layers, const Candidates& candidates,
                           const std::vector<StrengthRecord>& records);
+// AdaQAT: the relaxed and rounded bits of every layer per epoch.
+struct RelaxedBitsRecord {
+  int epoch;
+  std::vector<double> w, a;
+  std::vector<LayerBits> bits;
+  double cost;
+};
+std::string relaxed_bits_csv(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records);
+std::string relaxed_bits_svg(const std::vector<SearchedLayer>& layers, const std::vector<RelaxedBitsRecord>& records);
 std::string bits_svg(const quant::BitConfig& config, const std::string& title);
 
 // The records at full precision (DIR/supernet/strengths.json), so that a resumed search writes

@@ -110,6 +110,9 @@ class Trainer {
 
   int epochs_done() const { return epoch_; }
   int64_t steps_done() const { return step_; }
+  // The batch of the training step in progress (null outside a step): for an extra loss term
+  // that evaluates the model again on the same images (AdaQAT's finite differences).
+  const data::Batch* current_batch() const { return current_batch_; }
   const std::vector<EpochStats>& history() const { return history_; }
   const data::Normalization& normalization() const { return normalization_; }
   Optimizer& main_optimizer();
@@ -153,6 +156,7 @@ class Trainer {
   int epoch_ = 0;
   int64_t step_ = 0;
   std::optional<PartialEpoch> partial_;  // the progress of epoch epoch_ + 1 when stopped part-way
+  const data::Batch* current_batch_ = nullptr;
   double train_seconds_ = 0;
 };
 

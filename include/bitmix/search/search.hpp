@@ -1,6 +1,6 @@
 #pragma once
-// Bitwidth search over a trained model: EBS (shared meta weights, one convolution per layer) or
-// the DNAS-style baseline, steered onto a budget, then the selection of one (w_bits, a_bits)
+// Bitwidth search over a trained model: EBS (shared meta weights, one convolution per layer),
+// the DNAS-style baseline or AdaQAT (relaxed bits per layer, bitmix/search/adaqat.hpp), steered onto a budget, then the selection of one (w_bits, a_bits)
 // per layer and the artifacts the rest of the pipeline reads (docs/search.md):
 //
 //   DIR/bits.json        the BitConfig (per layer: name, w_bits, a_bits, MACs, params; totals)
@@ -8,7 +8,7 @@
 //                        QAT model expects, and the BitConfig in its metadata:
 //                        `bitmix train --bits DIR/bits.json --init DIR/model.ckpt`
 //   DIR/strengths.csv    per epoch and layer: probabilities, expected bits and expected cost
-//   DIR/bits.svg, DIR/strengths.svg, DIR/summary.json
+//   DIR/bits.svg, DIR/strengths.svg (AdaQAT: DIR/relaxed_bits.csv/.svg), DIR/summary.json
 //   DIR/supernet/        the search run's own log.csv, summary.json and resumable checkpoint
 //                        (model.ckpt; strengths.json, the strength records, goes with it)
 
@@ -23,14 +23,15 @@
 #include "bitmix/nn/module.hpp"
 #include "bitmix/nn/trainer.hpp"
 #include "bitmix/quant/bit_config.hpp"
+#include "bitmix/search/adaqat.hpp"
 #include "bitmix/search/cost.hpp"
 #include "bitmix/search/mixture.hpp"
 #include "bitmix/search/selection.hpp"
 
 namespace bitmix::search {
 
-enum class SearchMethod { ebs, dnas };
-SearchMethod parse_search_method(std::string_view text);  // "ebs" | "dnas"
+enum class SearchMethod { ebs, dnas, adaqat };
+SearchMethod parse_search_method(std::string_view text);  // "ebs" | "dnas" | "adaqat"
 std::string_view search_method_name(SearchMethod method);
 
 struct SearchOptions {
@@ -53,6 +54,9 @@ struct SearchOptions {
   // First-order bilevel: strengths stepped on batches of a held-out part of the training set.
   bool bilevel = false;
   double holdout_fraction = 0.1;
+
+  // --method adaqat: relaxed bits per layer (candidates become min_bits..max_bits for both).
+  AdaQatOptions adaqat;
 
   nn::TrainerOptions train;             // weights (and quantizer steps): epochs, SGD, lr, ...
   std::string model_name = "resnet20";

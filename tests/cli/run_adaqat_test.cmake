@@ -1,0 +1,52 @@
+# cmake -P script: bitmix search --method adaqat from a float checkpoint on a few Fashion-MNIST
+# images, its BitConfig meeting the budget and read by `bitmix train --bits` and `bitmix export`,
+# and its bad flags (usage errors, exit 2, nothing written).
+file(REMOVE_RECURSE "${WORK_DIR}")
+set(common --data fashion-mnist --seed 1 --no-progress --threads 1 --train-subset 128 --test-subset 64)
+
+function(run what)
+  execute_process(COMMAND "${BITMIX}" ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "${what}: bitmix ${ARGN}\nexit ${result}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+function(refused what pattern)
+  execute_process(COMMAND "${BITMIX}" ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT result EQUAL 2 OR NOT err MATCHES "${pattern}")
+    message(FATAL_ERROR "${what}: bitmix ${ARGN}\nexit ${result}, expected 2 and '${pattern}':\n${err}")
+  endif()
+endfunction()
+
+set(search search ${common} --method adaqat --budget-avg-bits 3 --epochs 1 --batch 32 --out "${WORK_DIR}/bad")
+refused("init bits above 8" "adaqat-init" ${search} --adaqat-init 9)
+refused("init below the lowest bits" "adaqat-init" ${search} --adaqat-min-bits 4 --adaqat-init 3)
+refused("zero bit learning rate" "bit-lr" ${search} --bit-lr 0)
+refused("zero update interval" "adaqat-every" ${search} --adaqat-every 0)
+refused("lowest bits 8" "adaqat-min-bits" ${search} --adaqat-min-bits 8)
+refused("gumbel with adaqat" "gumbel" ${search} --gumbel)
+refused("candidate lists with adaqat" "--wbits applies to --method ebs/dnas" ${search} --wbits 2,3)
+refused("unknown method" "method" ${search} --method adaqatt)
+if(EXISTS "${WORK_DIR}/bad")
+  message(FATAL_ERROR "a refused search wrote ${WORK_DIR}/bad")
+endif()
+
+run("float training" train ${common} --model resnet20 --width 4 --epochs 1 --batch 32 --out "${WORK_DIR}/float")
+run("AdaQAT search" search ${common} --method adaqat --init "${WORK_DIR}/float/model.ckpt" --budget-avg-bits 3
+    --adaqat-every 2 --bit-lr 0.5 --epochs 1 --batch 32 --lr 0.01 --out "${WORK_DIR}/search")
+if(NOT last_output MATCHES "selected cost [0-9.e+]+ = ([0-9.]+)% of the budget")
+  message(FATAL_ERROR "no selected cost in the search output:\n${last_output}")
+endif()
+if(CMAKE_MATCH_1 GREATER 100)
+  message(FATAL_ERROR "the AdaQAT BitConfig exceeds the budget (${CMAKE_MATCH_1}%)")
+endif()
+foreach(file bits.json model.ckpt relaxed_bits.csv relaxed_bits.svg bits.svg summary.json)
+  if(NOT EXISTS "${WORK_DIR}/search/${file}")
+    message(FATAL_ERROR "the AdaQAT search wrote no ${file}")
+  endif()
+endforeach()
+run("fine-tuning" train ${common} --bits "${WORK_DIR}/search/bits.json" --init "${WORK_DIR}/search/model.ckpt"
+    --epochs 1 --batch 32 --lr 0.01 --out "${WORK_DIR}/searched")
+run("export" export --init "${WORK_DIR}/searched/model.ckpt" --out "${WORK_DIR}/searched/model.bmx")
+file(REMOVE_RECURSE "${WORK_DIR}")
