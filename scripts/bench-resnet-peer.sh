@@ -49,7 +49,7 @@ for cap in ("avx2", "avx512vnni"):
         med[name] = b["cpu_time"]
         label[name] = b.get("label", "")
     print(f"\n### cap {cap} (one thread; median of {run['benchmarks'][0].get('repetitions', '?')} repetitions, CPU time, us)\n")
-    print("| model | family | batch | bitmix | oneDNN u8s8 sum | ratio | oneDNN fp32 sum | ratio | families (P popcount, I int8, G gemm) |")
+    print("| model | family | batch | bitmix | oneDNN u8s8 sum | ratio | oneDNN fp32 sum | ratio | families (P popcount, I int8, L lut, G gemm) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in sorted(med):
         parts = name.split("/")

@@ -7,8 +7,8 @@
 //
 // Names: resnet20/onednn_u8s8|onednn_fp32/b<batch>, resnet20/bitmix/<config>/<family>/b<batch>
 // with config w1a1, w2a2, w4a4, w8a8 (first conv and classifier at 8 bits) or mixed (the EBS
-// configuration of bitmix_runtime_bench), family auto (the per-layer choice), popcount or int8. The
-// label of a bitmix run lists the family of each convolution in op order (P popcount, I int8,
+// configuration of bitmix_runtime_bench), family auto (the per-layer choice), popcount, int8 or lut. The
+// label of a bitmix run lists the family of each convolution in op order (P popcount, I int8, L lut,
 // G float GEMM).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
@@ -105,7 +105,11 @@ void run_bitmix(benchmark::State& state, const std::string& name, kernels::Kerne
   for (std::size_t i = 0; i < model.ops().size(); ++i) {
     const runtime::OpKind kind = model.ops()[i].kind;
     if (kind != runtime::OpKind::conv2d) continue;
-    label += session.runs_as_float_gemm(i) ? 'G' : session.kernel_family(i) == kernels::KernelFamily::int8 ? 'I' : 'P';
+    const kernels::KernelFamily f = session.kernel_family(i);
+    label += session.runs_as_float_gemm(i)      ? 'G'
+             : f == kernels::KernelFamily::int8 ? 'I'
+             : f == kernels::KernelFamily::lut  ? 'L'
+                                                : 'P';
   }
   Tensor images({batch, kImage[0], kImage[1], kImage[2]});
   Rng rng(5);
@@ -196,7 +200,8 @@ int main(int argc, char** argv) {
 #endif
     for (const auto& [name, model] : models())
       for (kernels::KernelFamily family :
-           {kernels::KernelFamily::automatic, kernels::KernelFamily::popcount, kernels::KernelFamily::int8})
+           {kernels::KernelFamily::automatic, kernels::KernelFamily::popcount, kernels::KernelFamily::int8,
+            kernels::KernelFamily::lut})
         benchmark::RegisterBenchmark(
             fmt::format("resnet20/bitmix/{}/{}/b{}", name, kernels::kernel_family_name(family), batch).c_str(),
             run_bitmix, name, family, batch)

@@ -56,7 +56,7 @@ int run_bench(int argc, char** argv) {
               "convolutions run as an exact float GEMM instead of bit-serial: never, those reading <= 4 channels "
               "(the first layer), or all where the accumulator provably stays exact",
               "narrow");
-  args.choice("kernel-family", {"auto", "popcount", "int8"},
+  args.choice("kernel-family", {"auto", "popcount", "int8", "lut"},
               "kernel family of every convolution: auto (BITMIX_KERNEL_FAMILY, else per layer by the cost model) or "
               "one family for all",
               "auto");

@@ -15,6 +15,7 @@
 
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/thread_pool.hpp"
+#include "bitmix/kernels/lut.hpp"
 #include "conv_internal.hpp"
 #include "family_internal.hpp"
 #include "kernel_table.hpp"
@@ -184,12 +185,9 @@ void run_conv(const PackedActivations& input, const PackedWeights& weights, cons
   // The family: int8 dot products of unpacked codes, or the popcount family, whose dense layers
   // take the bit-serial path or, for wide bitwidths where M * K plane products cost more than
   // multiplying the codes, the unpacked int16 path (all the same exact accumulators).
-  const Int8Table& int8_kernels = int8_table();
-  // (A forced dense path, the tests' hook into the popcount family, makes `automatic` popcount.)
-  const KernelFamily requested =
-      g.family == KernelFamily::automatic && dense_path() != DensePath::automatic ? KernelFamily::popcount : g.family;
   // An external family (the table-lookup kernels) replaces the dense tiles altogether.
-  const bool int8 = external == nullptr && resolve_family(requested, spec, act_bits, table, int8_kernels) == KernelFamily::int8;
+  const Int8Table& int8_kernels = int8_table();
+  const bool int8 = external == nullptr && conv_family(g.family, spec, act_bits) == KernelFamily::int8;
   bool integer = false;
   const DenseCosts costs = spec.depthwise ? DenseCosts{} : dense_costs(spec, act_bits, table, int8_kernels);
   if (!spec.depthwise && !int8 && external == nullptr) {
@@ -453,8 +451,11 @@ void conv2d_external(const PackedActivations& input, const PackedWeights& weight
 
 }  // namespace detail
 
+// A layer resolved to the table-lookup family runs on tables built for this call (correct but
+// slow; runtime::Session keeps LutWeights per layer instead).
 void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
             const Epilogue& epilogue, Tensor& out) {
+  if (detail::runs_lut(input, weights, params)) return conv2d(input, LutWeights(weights), params, epilogue, out);
   detail::conv2d_float(input, weights, params, epilogue, out, nullptr);
 }
 
@@ -467,39 +468,8 @@ Tensor conv2d(const PackedActivations& input, const PackedWeights& weights, cons
 
 void conv2d(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params,
             const Epilogue& epilogue, PackedActivations& out) {
+  if (detail::runs_lut(input, weights, params)) return conv2d(input, LutWeights(weights), params, epilogue, out);
   detail::conv2d_packed(input, weights, params, epilogue, out, nullptr);
-}
-
-namespace {
-void check_gemm(const PackedActivations& input, const PackedWeights& weights) {
-  const WeightSpec& s = weights.spec();
-  if (!weights.empty() && (s.depthwise || s.kernel_h != 1 || s.kernel_w != 1))
-    throw ArgumentError(fmt::format("gemm: weights must be a dense 1x1 spec, got {}x{}{}", s.kernel_h, s.kernel_w,
-                                    s.depthwise ? " depthwise" : ""));
-  if (!input.empty() && (input.height() != 1 || input.width() != 1))
-    throw ShapeError(fmt::format("gemm: input must be [N, K, 1, 1], got {}", shape_to_string(input.shape())));
-}
-}  // namespace
-
-void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue, Tensor& out,
-          KernelFamily family) {
-  check_gemm(input, weights);
-  const Shape shape{input.batch(), weights.spec().out_channels};
-  if (out.shape() != shape) out = Tensor(shape);
-  out.reshape({input.batch(), weights.spec().out_channels, 1, 1});
-  try {
-    conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
-  } catch (...) {
-    out.reshape(shape);
-    throw;
-  }
-  out.reshape(shape);
-}
-
-void gemm(const PackedActivations& input, const PackedWeights& weights, const Epilogue& epilogue,
-          PackedActivations& out, KernelFamily family) {
-  check_gemm(input, weights);
-  conv2d(input, weights, Conv2dParams{1, 1, 0, 0, family}, epilogue, out);
 }
 
 }  // namespace bitmix::kernels

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "bitmix/kernels/activations.hpp"
+#include "bitmix/kernels/conv.hpp"
 #include "bitmix/kernels/family.hpp"
 #include "bitmix/kernels/weights.hpp"
 #include "int8/int8_table.hpp"
@@ -21,9 +22,18 @@ struct DenseCosts {
 };
 DenseCosts dense_costs(const WeightSpec& spec, int act_bits, const KernelTable& table, const Int8Table& int8);
 
-// The family `automatic` resolves to with these tables (depthwise: popcount).
+// The family `requested` resolves to with these tables (depthwise: popcount; a lut the layer
+// does not take: the automatic choice).
 KernelFamily resolve_family(KernelFamily requested, const WeightSpec& spec, int act_bits, const KernelTable& table,
                             const Int8Table& int8);
+// The table-lookup kernels' cost in the same units on the active path, or -1 where `automatic`
+// does not consider them (unsupported layer, or a path other than AVX2).
+double lut_cost(const WeightSpec& spec, int act_bits);
+// What conv2d runs for Conv2dParams::family `requested` on the active tables: resolve_family,
+// except that a forced dense path (set_dense_path) makes `automatic` popcount.
+KernelFamily conv_family(KernelFamily requested, const WeightSpec& spec, int act_bits);
+// Whether conv2d on packed weights hands this layer to the table-lookup kernels.
+bool runs_lut(const PackedActivations& input, const PackedWeights& weights, const Conv2dParams& params);
 
 // The int8 tile's arithmetic settings for a layer (int16_quads, split_nibbles, shift); the
 // pointers and geometry are left for the driver.

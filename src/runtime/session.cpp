@@ -13,6 +13,7 @@
 #include "bitmix/core/error.hpp"
 #include "bitmix/core/timer.hpp"
 #include "bitmix/kernels/conv.hpp"
+#include "bitmix/kernels/lut.hpp"
 #include "core/float_ops.hpp"
 #include "runtime/session_float_gemm.hpp"
 
@@ -79,6 +80,10 @@ kernels::KernelFamily resolve_kernel_family(const kernels::WeightSpec& weights, 
     const char* env = std::getenv("BITMIX_KERNEL_FAMILY");
     if (env != nullptr && *env != '\0') family = kernels::parse_kernel_family(env, "BITMIX_KERNEL_FAMILY");
   }
+  // A forced lut on a layer it cannot run (wider than 4 bits, or its int16 bound) falls back to
+  // the automatic choice, so that BITMIX_KERNEL_FAMILY=lut is valid for every model.
+  if (family == kernels::KernelFamily::lut && (weights.depthwise || !kernels::lut_supported(weights, activation_bits)))
+    family = kernels::KernelFamily::automatic;
   if (family == kernels::KernelFamily::automatic) family = kernels::choose_kernel_family(weights, activation_bits);
   return family;
 }
@@ -108,6 +113,11 @@ Session::Session(Model model, SessionOptions options) : model_(std::move(model))
     families_[i] = resolve_kernel_family(op.conv().weights.spec(), act_bits, options_);
   }
   plan_float_gemm();
+  // The table-lookup weights, once, for the layers that will run them.
+  lut_.resize(model_.ops().size());
+  for (std::size_t i = 0; i < model_.ops().size(); ++i)
+    if (families_[i] == kernels::KernelFamily::lut && !runs_as_float_gemm(i))
+      lut_[i] = std::make_unique<const kernels::LutWeights>(model_.ops()[i].conv().weights);
   plan_buffers();  // after plan_float_gemm: a GEMM convolution reads its quantize op's input
 }
 
@@ -276,7 +286,12 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
         const ConvParams& c = op.conv();
         kernels::Conv2dParams conv = c.conv;
         conv.family = families_[i];
-        if (values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed)
+        const bool packed_out = values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed;
+        if (lut_[i] != nullptr && packed_out)
+          kernels::conv2d(packed(op.inputs[0]), *lut_[i], conv, c.epilogue, packed(op.output));
+        else if (lut_[i] != nullptr)
+          kernels::conv2d(packed(op.inputs[0]), *lut_[i], conv, c.epilogue, real(op.output));
+        else if (packed_out)
           kernels::conv2d(packed(op.inputs[0]), c.weights, conv, c.epilogue, packed(op.output));
         else
           kernels::conv2d(packed(op.inputs[0]), c.weights, conv, c.epilogue, real(op.output));
@@ -284,7 +299,12 @@ void Session::execute(const Tensor& input, bool normalized, Tensor& logits) {
       }
       case OpKind::linear: {
         const ConvParams& c = op.conv();
-        if (values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed)
+        const bool packed_out = values[static_cast<std::size_t>(op.output)].kind == ValueKind::packed;
+        if (lut_[i] != nullptr && packed_out)
+          kernels::gemm(packed(op.inputs[0]), *lut_[i], c.epilogue, packed(op.output));
+        else if (lut_[i] != nullptr)
+          kernels::gemm(packed(op.inputs[0]), *lut_[i], c.epilogue, real(op.output));
+        else if (packed_out)
           kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, packed(op.output), families_[i]);
         else
           kernels::gemm(packed(op.inputs[0]), c.weights, c.epilogue, real(op.output), families_[i]);

@@ -37,7 +37,7 @@ foreach(r uniform searched)
 endforeach()
 # The kernel family of every convolution shows in bench's per-op table, forced by the flag or the
 # environment; an unknown family name is refused naming the variable.
-foreach(family popcount int8)
+foreach(family popcount int8 lut)
   run("bench --kernel-family ${family}" bench --model "${WORK_DIR}/uniform/model.bmx" --batch 1 --threads 1
       --seconds 0.01 --min-runs 1 --warmup 0 --kernel-family ${family})
   string(FIND "${last_output}" "[${family}]" at)

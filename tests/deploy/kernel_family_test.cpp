@@ -5,9 +5,11 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "bitmix/core/cpu.hpp"
 #include "bitmix/core/error.hpp"
+#include "bitmix/kernels/lut.hpp"
 #include "deploy_test_util.hpp"
 
 namespace bitmix::deploy {
@@ -32,17 +34,25 @@ QatNet resnet20(int w, int a, uint64_t seed, bool mixed) {
   });
 }
 
-// Forcing a family must really reach every convolution that does not run as a float GEMM.
-void expect_family_everywhere(const runtime::Session& s, KernelFamily family) {
+// Forcing a family must really reach every convolution that does not run as a float GEMM; a
+// layer lut does not take (weights or activations over 4 bits, or past its int16 bound) gets the
+// automatic choice instead. Returns how many layers run the forced family.
+int expect_family_everywhere(const runtime::Session& s, KernelFamily family) {
   const auto& ops = s.model().ops();
+  int forced = 0;
   for (std::size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].kind != runtime::OpKind::conv2d && ops[i].kind != runtime::OpKind::linear) {
       EXPECT_EQ(s.kernel_family(i), KernelFamily::automatic);
       continue;
     }
     if (s.runs_as_float_gemm(i)) continue;
-    EXPECT_EQ(s.kernel_family(i), family) << ops[i].name;
+    const kernels::WeightSpec& spec = ops[i].conv().weights.spec();
+    const int a = s.model().values()[static_cast<std::size_t>(ops[i].inputs[0])].quant.bits;
+    const bool takes = family != KernelFamily::lut || kernels::lut_supported(spec, a);
+    EXPECT_EQ(s.kernel_family(i), takes ? family : kernels::choose_kernel_family(spec, a)) << ops[i].name;
+    forced += takes ? 1 : 0;
   }
+  return forced;
 }
 
 struct FamilyCase {
@@ -64,11 +74,18 @@ TEST_P(WholeModelFamilies, EveryFamilyGivesTheSameLogitsOnEveryPath) {
   const Tensor expected = reference.run(images);
   for (Isa isa : available_isas()) {
     ScopedIsaCap cap(isa);
-    for (KernelFamily family : {KernelFamily::automatic, KernelFamily::popcount, KernelFamily::int8}) {
+    for (KernelFamily family :
+         {KernelFamily::automatic, KernelFamily::popcount, KernelFamily::int8, KernelFamily::lut}) {
       runtime::SessionOptions o;
       o.kernel_family = family;
       runtime::Session session(model, o);
-      if (family != KernelFamily::automatic) expect_family_everywhere(session, family);
+      if (family != KernelFamily::automatic) {
+        const int forced = expect_family_everywhere(session, family);
+        // lut must run somewhere (all of W1A1 / W2A2, some of mixed / W4A4) and nowhere on W8A8
+        if (family == KernelFamily::lut) {
+          EXPECT_EQ(forced > 0, fc.w <= 4 && fc.a <= 4) << fc.name;
+        }
+      }
       const Tensor logits = session.run(images);
       ASSERT_EQ(logits.shape(), expected.shape());
       EXPECT_TRUE(testing::same_bits(logits.data(), expected.data(), logits.numel()))
@@ -121,6 +138,10 @@ TEST(KernelFamilyChoice, EnvironmentForcesAFamilyAndOptionsWinOverIt) {
     expect_family_everywhere(runtime::Session(model), KernelFamily::popcount);
   }
   {
+    ScopedEnv env("BITMIX_KERNEL_FAMILY", "lut");
+    EXPECT_GT(expect_family_everywhere(runtime::Session(model), KernelFamily::lut), 0);
+  }
+  {
     // "auto" is the per-layer cost model, the same choice as with the variable unset
     ScopedEnv env("BITMIX_KERNEL_FAMILY", "auto");
     const runtime::Session s(model);
@@ -149,6 +170,53 @@ TEST(KernelFamilyChoice, CostModelPicksPopcountAtOneBitAndInt8AtEightOnAvx512Vnn
   const kernels::WeightSpec w8{64, 64, 3, 3, 8, kernels::WeightEncoding::twos_complement, false};
   EXPECT_EQ(kernels::choose_kernel_family(w1, 1), KernelFamily::popcount);
   EXPECT_EQ(kernels::choose_kernel_family(w8, 8), KernelFamily::int8);
+  // the table-lookup kernels lose to the AVX-512 popcount kernels: never chosen on this path
+  for (int bits = 1; bits <= 4; ++bits) {
+    const kernels::WeightSpec w{16, 16, 3, 3, bits, kernels::WeightEncoding::twos_complement, false};
+    EXPECT_NE(kernels::choose_kernel_family(w, bits), KernelFamily::lut) << bits;
+  }
+}
+
+TEST(KernelFamilyChoice, CostModelPicksLutForNarrowLayersOnlyOnAvx2) {
+  if (!isa_available(Isa::avx2)) GTEST_SKIP() << "avx2 not available";
+  ScopedIsaCap cap(Isa::avx2);
+  const kernels::WeightSpec w2{16, 16, 3, 3, 2, kernels::WeightEncoding::twos_complement, false};
+  const kernels::WeightSpec w8{64, 64, 3, 3, 8, kernels::WeightEncoding::twos_complement, false};
+  const kernels::WeightSpec dw{16, 16, 3, 3, 2, kernels::WeightEncoding::twos_complement, true};
+  EXPECT_EQ(kernels::choose_kernel_family(w2, 2), KernelFamily::lut);
+  EXPECT_NE(kernels::choose_kernel_family(w8, 8), KernelFamily::lut);  // lut does not take 8 bits
+  EXPECT_EQ(kernels::choose_kernel_family(dw, 2), KernelFamily::popcount);
+  // past the int16 bound of the byte sums lut is not a candidate however cheap it would be
+  const kernels::WeightSpec wide{64, 512, 3, 3, 4, kernels::WeightEncoding::twos_complement, false};
+  ASSERT_FALSE(kernels::lut_supported(wide, 4));
+  EXPECT_NE(kernels::choose_kernel_family(wide, 4), KernelFamily::lut);
+}
+
+TEST(KernelFamilyChoice, ForcedLutOnPackedWeightsMatchesTheOtherFamilies) {
+  // kernels::conv2d on packed weights with family lut (tables built for the call) and its
+  // fallback on a layer lut does not take, against popcount, on every path
+  Rng rng(13);
+  for (Isa isa : available_isas()) {
+    ScopedIsaCap cap(isa);
+    for (int bits : {2, 6}) {
+      const kernels::WeightSpec spec{24, 20, 3, 3, bits, kernels::WeightEncoding::twos_complement, false};
+      std::vector<int32_t> codes(static_cast<std::size_t>(spec.code_count()));
+      const int lo = -(1 << (bits - 1)), span = 1 << bits;
+      for (int32_t& c : codes) c = lo + static_cast<int32_t>(rng.below(static_cast<uint64_t>(span)));
+      const kernels::PackedWeights weights = kernels::PackedWeights::pack(codes, spec);
+      std::vector<uint8_t> act(static_cast<std::size_t>(2 * 20 * 7 * 6));
+      for (uint8_t& c : act) c = static_cast<uint8_t>(rng.below(8));
+      const kernels::PackedActivations input =
+          kernels::PackedActivations::from_codes(act, 2, 20, 7, 6, kernels::ActivationQuant{3, 0.5f, 2}, 1);
+      const kernels::Epilogue ep = kernels::Epilogue::identity(24);
+      kernels::Conv2dParams p{1, 1, 1, 1, KernelFamily::popcount};
+      const Tensor expected = kernels::conv2d(input, weights, p, ep);
+      p.family = KernelFamily::lut;
+      const Tensor got = kernels::conv2d(input, weights, p, ep);
+      ASSERT_EQ(got.shape(), expected.shape());
+      EXPECT_TRUE(testing::same_bits(got.data(), expected.data(), got.numel())) << isa_name(isa) << " W" << bits;
+    }
+  }
 }
 
 }  // namespace

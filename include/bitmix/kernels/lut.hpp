@@ -1,7 +1,9 @@
 #pragma once
 // Table-lookup convolution: a dense kernel family beside those of family.hpp (popcount, int8),
 // for narrow weights and activations, fastest on CPUs without a fast 8-bit dot product (AVX2).
-// It keeps per-layer tables, so it is called with LutWeights rather than chosen by conv2d.
+// It keeps per-layer tables (LutWeights, built once per layer: runtime::Session does so for
+// every layer resolved to KernelFamily::lut). conv2d on packed weights with that family builds
+// them for the one call: correct, but slow.
 //
 // For each output channel m and each group j of 4 consecutive input channels at one kernel
 // position (kh, kw), a 16-entry table T[m][j][idx] = sum over the set bits i of idx of
@@ -64,6 +66,11 @@ void conv2d(const PackedActivations& input, const LutWeights& weights, const Con
             const Epilogue& epilogue, Tensor& out);
 void conv2d(const PackedActivations& input, const LutWeights& weights, const Conv2dParams& params,
             const Epilogue& epilogue, PackedActivations& out);
+
+// gemm (conv.hpp) on the table-lookup kernels: the same checks and exact results.
+void gemm(const PackedActivations& input, const LutWeights& weights, const Epilogue& epilogue, Tensor& out);
+void gemm(const PackedActivations& input, const LutWeights& weights, const Epilogue& epilogue,
+          PackedActivations& out);
 
 // Estimated vector operations (AVX2 ymm) of the table-lookup kernels per output pixel, all
 // channels: the lookups and adds, the widening, the index copies and the output transpose; 0

@@ -27,6 +27,10 @@
 #include "bitmix/kernels/family.hpp"
 #include "bitmix/runtime/model.hpp"
 
+namespace bitmix::kernels {
+class LutWeights;
+}
+
 namespace bitmix::runtime {
 
 // Which convolutions may run as a float GEMM on integer-valued operands instead of the
@@ -47,10 +51,12 @@ struct SessionOptions {
   bool keep_values = false;
   FloatGemmPolicy float_gemm = FloatGemmPolicy::narrow_inputs;
   // The kernel family of every convolution and linear layer (bitmix/kernels/family.hpp). With
-  // `automatic`, the environment variable BITMIX_KERNEL_FAMILY=popcount|int8|auto decides, and
-  // with it unset or "auto" each layer gets the family the cost model of the active ISA path
-  // picks for its shape and bits (kernels::choose_kernel_family). Chosen once, when the Session
-  // is built; the logits are identical with every family.
+  // `automatic`, the environment variable BITMIX_KERNEL_FAMILY=popcount|int8|lut|auto decides,
+  // and with it unset or "auto" each layer gets the family the cost model of the active ISA path
+  // picks for its shape and bits (kernels::choose_kernel_family). A forced family a layer
+  // cannot run (lut beyond 4-bit weights or activations) gives that layer the automatic choice.
+  // Chosen once, when the Session is built (which then builds the table-lookup weights of the
+  // layers resolved to lut); the logits are identical with every family.
   kernels::KernelFamily kernel_family = kernels::KernelFamily::automatic;
 };
 
@@ -125,6 +131,8 @@ class Session {
   std::vector<std::unique_ptr<DenseConv>> dense_;  // per op, null unless it runs as a float GEMM
   std::vector<bool> skip_;                         // per op: a quantize op nobody needs
   std::vector<kernels::KernelFamily> families_;    // per op: the family of a conv / linear op
+  // per op: the tables of a conv / linear op resolved to kernels::KernelFamily::lut, else null
+  std::vector<std::unique_ptr<const kernels::LutWeights>> lut_;
   std::vector<OpTiming> timings_;
   double last_run_seconds_ = 0.0;
   bool has_run_ = false;
