@@ -13,4 +13,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITMIX_WERROR
       -DCMAKE_TOOLCHAIN_FILE="$root/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
 cmake --build "$build" -j 2 --target bitmix_core_tests bitmix_kernels_tests bitmix_isa_tests
 cd "$build"
-ctest --output-on-failure -j 1
+# qemu-user cannot fork a process whose threads are running (its TCG state asserts in the child:
+# "cpu == current_cpu"), so the one test that forks after the thread pool has started runs only
+# natively; the kernels, the dispatch and every other core test run here.
+GTEST_FILTER='-ThreadPoolTest.ForkedChildGetsAWorkingPool' ctest --output-on-failure -j 1
